@@ -1,0 +1,132 @@
+"""Checkpoints made by the seed code (`model_type: "vlm_model"`) → self-contained GeoVLM folders.
+
+The seed saved a `PreTrainedModel` holding a full `SiglipModel` (`vision_model.*`), a
+`Qwen2ForCausalLM` (`llm_model.*`, tied `lm_head` omitted) and two linear layers
+(`linear1`, `linear2`); its config only names the backbones (`vision_model_path`,
+`llm_model_path`). Its merge concatenates k consecutive raster-order patches and its prompts put
+`<|image_pad|>` × N where `<image>` stood, with no vision start/end markers. The converted model
+keeps all of that (`merge_mode="sequential"`, pads-only processor), so it is prompted as trained.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+SEED_MODEL_TYPE = "vlm_model"
+SEED_SYSTEM_PROMPT = "You are a helpful assistant."
+# Seed key prefix → GeoVLM key prefix. Keys matching none of these (the SigLIP text tower,
+# logit_scale/bias, the pooling head) are unused by the seed's forward and dropped.
+KEY_MAP = (
+    ("vision_model.vision_model.head.", None),
+    ("vision_model.vision_model.", "vision_tower."),
+    ("llm_model.", "language_model."),
+    ("linear1.", "projector.linear_1."),
+    ("linear2.", "projector.linear_2."),
+)
+
+
+def read_seed_config(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """The seed config dict if `folder` holds a seed checkpoint, else None."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        return None
+    config = json.loads(path.read_text())
+    return config if config.get("model_type") == SEED_MODEL_TYPE else None
+
+
+def load_state_dict(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Weights from `model.safetensors`, a sharded safetensors index, or `pytorch_model.bin`."""
+    folder = Path(folder)
+    if (folder / "model.safetensors").is_file():
+        return load_file(folder / "model.safetensors")
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        state: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            state.update(load_file(folder / shard))
+        return state
+    if (folder / "pytorch_model.bin").is_file():
+        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"no model.safetensors, safetensors index or pytorch_model.bin in {folder}")
+
+
+def map_seed_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    mapped = {}
+    for key, tensor in state.items():
+        for prefix, target in KEY_MAP:
+            if key.startswith(prefix):
+                if target is not None:
+                    mapped[target + key[len(prefix) :]] = tensor
+                break
+    return mapped
+
+
+def convert_seed_checkpoint(
+    seed_dir: str | os.PathLike,
+    *,
+    vision: str | os.PathLike | None = None,
+    llm: str | os.PathLike | None = None,
+) -> tuple[Any, Any]:
+    """Build `(GeoVLM, GeoVLMProcessor)` from a seed checkpoint.
+
+    `vision` / `llm` override the backbone locations recorded in the seed config (hub ids or
+    folders); they supply the backbone configs, the tokenizer and the image processor.
+    """
+    from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, SiglipImageProcessorPil
+
+    from geovlm.modeling import GeoVLM, GeoVLMConfig
+    from geovlm.processing.processor import GeoVLMProcessor
+
+    seed_config = read_seed_config(seed_dir)
+    if seed_config is None:
+        raise ValueError(f"{seed_dir} is not a seed checkpoint (config.json with model_type '{SEED_MODEL_TYPE}')")
+    vision = vision or seed_config.get("vision_model_path")
+    llm = llm or seed_config.get("llm_model_path")
+    if not vision or not llm:
+        raise ValueError("the seed config does not name its backbones; pass vision= and llm=")
+
+    vision_config = AutoConfig.from_pretrained(vision)
+    vision_config = getattr(vision_config, "vision_config", vision_config)  # full SiglipModel config
+    text_config = AutoConfig.from_pretrained(llm)
+    state = map_seed_keys(load_state_dict(seed_dir))
+    in_width = state["projector.linear_1.weight"].shape[1]
+    factor, remainder = divmod(in_width, vision_config.hidden_size)
+    if remainder:
+        raise ValueError(f"linear1 input width {in_width} is not a multiple of the vision width {vision_config.hidden_size}")
+
+    config = GeoVLMConfig(
+        vision_config=vision_config.to_dict(),
+        text_config=text_config.to_dict(),
+        merge_mode="sequential",
+        merge_factor=factor,
+        vision_start_token_id=None,
+        vision_end_token_id=None,
+    )
+    pads = seed_config.get("image_pad_num")
+    if pads is not None and pads != config.num_image_tokens:
+        raise ValueError(f"seed config says {pads} image pads but the tower gives {config.num_image_tokens} tokens")
+
+    model = GeoVLM(config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k != "language_model.lm_head.weight" or not config.tie_word_embeddings]
+    if missing or unexpected:
+        raise ValueError(f"seed weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model.language_model.tie_weights()
+
+    tokenizer = AutoTokenizer.from_pretrained(llm)
+    try:
+        image_processor = AutoImageProcessor.from_pretrained(vision)
+    except (OSError, ValueError):
+        size = vision_config.image_size
+        image_processor = SiglipImageProcessorPil(size={"height": size, "width": size})
+    processor = GeoVLMProcessor.from_tokenizer(
+        tokenizer, config, image_processor=image_processor, system_prompt=SEED_SYSTEM_PROMPT
+    )
+    return model.eval(), processor

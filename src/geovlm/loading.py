@@ -1,0 +1,42 @@
+"""One way in for every command: load a model and its processor from a folder or hub id."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from transformers import AutoProcessor
+
+from geovlm.convert.seed import convert_seed_checkpoint, read_seed_config
+from geovlm.modeling import GeoVLM, GeoVLMConfig
+from geovlm.processing.processor import GeoVLMProcessor
+
+
+def load_pretrained(
+    path: str | os.PathLike, *, dtype: torch.dtype | str | None = None, device: str | torch.device | None = None
+) -> tuple[GeoVLM, GeoVLMProcessor]:
+    """`(model, processor)` from a GeoVLM folder or hub id, or from a seed-code checkpoint folder."""
+    if os.path.isdir(path) and read_seed_config(path) is not None:
+        model, processor = convert_seed_checkpoint(path)
+        if dtype is not None:
+            model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+    else:
+        model = GeoVLM.from_pretrained(path, dtype=dtype)
+        processor = GeoVLMProcessor.from_pretrained(path)
+    if device is not None:
+        model.to(device)
+    return model.eval(), processor
+
+
+def build_tiny(**config_overrides: Any) -> tuple[GeoVLM, GeoVLMProcessor]:
+    """A randomly initialised tiny GeoVLM with the real Qwen2.5 tokenizer, built offline."""
+    from geovlm.processing.tokenizer import load_qwen_tokenizer
+
+    config = GeoVLMConfig.from_preset("tiny", **config_overrides)
+    model = GeoVLM(config)
+    processor = GeoVLMProcessor.from_tokenizer(load_qwen_tokenizer(), config)
+    return model, processor
+
+
+AutoProcessor.register(GeoVLMConfig, GeoVLMProcessor, exist_ok=True)

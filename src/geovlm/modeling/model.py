@@ -1,0 +1,207 @@
+"""`GeoVLM`: SigLIP vision tower → token merge → projector → Qwen2 causal LM, as one `PreTrainedModel`."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel, Qwen2ForCausalLM, SiglipVisionModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from geovlm.modeling.config import GeoVLMConfig
+from geovlm.modeling.connector import MERGES, Projector
+
+IGNORE_INDEX = -100
+
+
+class GeoVLMPreTrainedModel(PreTrainedModel):
+    config_class = GeoVLMConfig
+    base_model_prefix = ""
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["SiglipEncoderLayer", "Qwen2DecoderLayer"]
+    _skip_keys_device_placement = "past_key_values"
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        # Backbones initialise their own modules; only the projector is ours.
+        if isinstance(module, Projector):
+            std = self.config.text_config.initializer_range
+            for linear in (module.linear_1, module.linear_2):
+                nn.init.normal_(linear.weight, mean=0.0, std=std)
+                nn.init.zeros_(linear.bias)
+        else:
+            super()._init_weights(module)
+
+
+class GeoVLM(GeoVLMPreTrainedModel):
+    """A small vision-language model for geometry diagrams.
+
+    `forward(input_ids, pixel_values, attention_mask, labels)` returns a `CausalLMOutputWithPast`.
+    `pixel_values` holds one image per image span in the batch, in reading order; rows without an
+    image (text-only samples) simply carry no `<|image_pad|>` tokens.
+    """
+
+    def __init__(self, config: GeoVLMConfig) -> None:
+        super().__init__(config)
+        self.vision_tower = SiglipVisionModel(config.vision_config)
+        self.projector = Projector(
+            config.vision_config.hidden_size * config.merge_factor,
+            config.text_config.hidden_size,
+            config.projector_hidden_act,
+        )
+        self.language_model = Qwen2ForCausalLM(config.text_config)
+        self.post_init()
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_backbones(
+        cls,
+        vision: str | os.PathLike = "google/siglip-base-patch16-224",
+        llm: str | os.PathLike = "Qwen/Qwen2.5-0.5B-Instruct",
+        *,
+        dtype: torch.dtype | str | None = None,
+        **config_overrides: Any,
+    ) -> GeoVLM:
+        """Join pretrained backbones (hub ids or local folders) with a freshly initialised projector.
+
+        `vision` may name a full `SiglipModel` checkpoint (as google/siglip-* are) or a
+        `SiglipVisionModel` one; only the vision tower is kept.
+        """
+        vision_tower = SiglipVisionModel.from_pretrained(vision, dtype=dtype)
+        language_model = Qwen2ForCausalLM.from_pretrained(llm, dtype=dtype)
+        # The saved folder must stand alone: drop where the backbones came from.
+        vision_dict, text_dict = vision_tower.config.to_dict(), language_model.config.to_dict()
+        for sub in (vision_dict, text_dict):
+            sub.pop("_name_or_path", None)
+        config = GeoVLMConfig(vision_config=vision_dict, text_config=text_dict, **config_overrides)
+        model = cls(config)
+        model.vision_tower.load_state_dict(vision_tower.state_dict(), strict=False)
+        model.language_model.load_state_dict(language_model.state_dict())
+        model.language_model.tie_weights()
+        if dtype is not None:
+            model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+        return model
+
+    # ----------------------------------------------------------------- pieces
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Images (n, 3, H, W) → LM-space image tokens (n, num_image_tokens, hidden)."""
+        vision_dtype = self.vision_tower.get_input_embeddings().weight.dtype
+        # Stage 1 freezes the tower: skip its autograd graph entirely.
+        trainable = any(p.requires_grad for p in self.vision_tower.parameters())
+        with torch.set_grad_enabled(trainable and torch.is_grad_enabled()):
+            patches = self.vision_tower(pixel_values=pixel_values.to(vision_dtype)).last_hidden_state
+        merged = MERGES[self.config.merge_mode](patches, self.config.merge_factor)
+        return self.projector(merged.to(self.projector.linear_1.weight.dtype))
+
+    def embed_inputs(
+        self, input_ids: torch.LongTensor, pixel_values: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Token embeddings with each `<|image_pad|>` run replaced by its image's features."""
+        embeds = self.get_input_embeddings()(input_ids)
+        image_mask = input_ids == self.config.image_token_id
+        n_pads = int(image_mask.sum())
+        if pixel_values is None or pixel_values.shape[0] == 0:
+            if n_pads:
+                raise ValueError(f"input_ids hold {n_pads} <|image_pad|> tokens but no pixel_values were given")
+            return embeds
+        features = self.encode_images(pixel_values)
+        n_images, per_image = features.shape[:2]
+        if n_pads != features.shape[0] * per_image:
+            raise ValueError(
+                f"input_ids hold {n_pads} <|image_pad|> tokens but the {n_images} image(s) give "
+                f"{n_images * per_image} features ({per_image} per image); each image needs exactly "
+                f"{per_image} pad tokens"
+            )
+        return embeds.masked_scatter(image_mask.unsqueeze(-1), features.to(embeds.dtype))
+
+    # ----------------------------------------------------------------- forward
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> CausalLMOutputWithPast:
+        """With `labels`, the loss is computed from the supervised positions only and `logits` is
+        None: `lm_head` over all 151,936 vocabulary entries at every position would dominate memory.
+        `num_items_in_batch` (passed by the HF Trainer) makes the loss a sum over the global count
+        of supervised tokens, so gradient accumulation and data parallelism weigh tokens equally."""
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_inputs(input_ids, pixel_values)
+        if labels is None:
+            return self.language_model(
+                inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, **kwargs
+            )
+        hidden = self.language_model.model(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state
+        loss = self.supervised_loss(hidden, labels, num_items_in_batch)
+        return CausalLMOutputWithPast(loss=loss, logits=None)
+
+    def supervised_loss(
+        self,
+        hidden: torch.Tensor,
+        labels: torch.LongTensor,
+        num_items_in_batch: int | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Next-token cross-entropy over positions whose (shifted) label is not -100."""
+        targets = labels[:, 1:]
+        keep = targets != IGNORE_INDEX
+        logits = self.language_model.lm_head(hidden[:, :-1][keep]).float()
+        loss_sum = F.cross_entropy(logits, targets[keep], reduction="sum")
+        if num_items_in_batch is None:
+            return loss_sum / keep.sum().clamp(min=1)
+        if isinstance(num_items_in_batch, torch.Tensor):
+            num_items_in_batch = num_items_in_batch.to(loss_sum.device)
+        return loss_sum / num_items_in_batch
+
+    # ----------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.LongTensor,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        **generate_kwargs: Any,
+    ) -> torch.LongTensor:
+        """Encode the images once, then let the LM's `generate` run with its KV cache.
+
+        Batches must be left-padded (the processor does so for generation). Returns only the new
+        tokens, shape (batch, new_len). Accepts every `GenerationConfig` option and `streamer`.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        elif bool((attention_mask[:, -1] == 0).any()):
+            raise ValueError("generate() needs left-padded inputs: some rows end in padding")
+        inputs_embeds = self.embed_inputs(input_ids, pixel_values)
+        generate_kwargs.setdefault("pad_token_id", self._pad_token_id())
+        return self.language_model.generate(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs
+        )
+
+    def _pad_token_id(self) -> int | None:
+        gen = self.language_model.generation_config
+        if gen.pad_token_id is not None:
+            return gen.pad_token_id
+        eos = gen.eos_token_id
+        return eos[0] if isinstance(eos, list) else eos

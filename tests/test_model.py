@@ -1,0 +1,203 @@
+"""GeoVLM model core: token merge, mask fill, sliced-logit loss, cached generation, save/load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from geovlm.modeling import GeoVLM, GeoVLMConfig
+from geovlm.modeling.connector import merge_sequential, merge_spatial
+
+PAD, IM_START, IM_END, V_START, V_END = 151655, 151644, 151645, 151652, 151653
+
+
+def tiny(**overrides) -> GeoVLM:
+    torch.manual_seed(0)
+    return GeoVLM(GeoVLMConfig.from_preset("tiny", **overrides)).eval()
+
+
+def image_prompt(n_pads: int, text: list[int]) -> list[int]:
+    return [IM_START, 872, 198, V_START] + [PAD] * n_pads + [V_END] + text + [IM_END, 198, IM_START, 77091, 198]
+
+
+# ---------------------------------------------------------------------------- merge
+def test_spatial_merge_groups_each_2x2_block():
+    b, grid, d = 2, 14, 3
+    feats = torch.randn(b, grid * grid, d)
+    merged = merge_spatial(feats, 4)
+    assert merged.shape == (b, 49, 4 * d)
+    for row in range(7):
+        for col in range(7):
+            token = merged[:, row * 7 + col]
+            expected = torch.cat(
+                [feats[:, (2 * row + dy) * grid + (2 * col + dx)] for dy in (0, 1) for dx in (0, 1)], dim=-1
+            )
+            torch.testing.assert_close(token, expected, rtol=0, atol=0)
+
+
+def test_sequential_merge_equals_seed_reshape():
+    feats = torch.randn(2, 196, 5)
+    torch.testing.assert_close(merge_sequential(feats, 4), feats.view(2, -1, 5 * 4), rtol=0, atol=0)
+    # On a 14-wide grid, 7 of the 49 sequential groups straddle two rows; spatial ones never do.
+    assert not torch.equal(merge_sequential(feats, 4), merge_spatial(feats, 4))
+
+
+def test_config_derives_image_tokens_and_rejects_bad_merges():
+    assert GeoVLMConfig.from_preset("base").num_image_tokens == 49
+    assert GeoVLMConfig.from_preset("tiny", merge_mode="sequential", merge_factor=2).num_image_tokens == 98
+    with pytest.raises(ValueError, match="square"):
+        GeoVLMConfig.from_preset("tiny", merge_factor=2)
+    with pytest.raises(ValueError, match="merge_mode"):
+        GeoVLMConfig.from_preset("tiny", merge_mode="diagonal")
+
+
+def test_config_round_trips_through_json(tmp_path):
+    config = GeoVLMConfig.from_preset("tiny", merge_mode="sequential")
+    config.save_pretrained(tmp_path)
+    loaded = GeoVLMConfig.from_pretrained(tmp_path)
+    assert loaded.to_dict() == config.to_dict()
+    assert loaded.vision_config.vision_use_head is False
+
+
+# ---------------------------------------------------------------------------- mask fill
+def test_image_features_fill_pad_positions_only():
+    model = tiny()
+    ids = torch.tensor([image_prompt(49, [100, 101])])
+    pixels = torch.randn(1, 3, 224, 224)
+    embeds = model.embed_inputs(ids, pixels)
+    plain = model.get_input_embeddings()(ids)
+    is_pad = ids[0] == PAD
+    torch.testing.assert_close(embeds[0, ~is_pad], plain[0, ~is_pad])
+    torch.testing.assert_close(embeds[0, is_pad], model.encode_images(pixels)[0])
+
+
+def test_pad_count_mismatch_names_both_counts():
+    model = tiny()
+    ids = torch.tensor([image_prompt(48, [100])])
+    with pytest.raises(ValueError, match=r"48 <\|image_pad\|> tokens.*49 features"):
+        model(input_ids=ids, pixel_values=torch.randn(1, 3, 224, 224))
+    with pytest.raises(ValueError, match="no pixel_values"):
+        model(input_ids=torch.tensor([image_prompt(49, [100])]))
+
+
+def test_text_only_rows_mix_with_image_rows():
+    model = tiny()
+    with_image = image_prompt(49, [100, 101, 102])
+    text_only = [IM_START, 872, 198, 100, 101] + [IM_END] * (len(with_image) - 5)
+    ids = torch.tensor([text_only, with_image])
+    pixels = torch.randn(1, 3, 224, 224)
+    batched = model(input_ids=ids, pixel_values=pixels).logits
+    alone = model(input_ids=ids[1:], pixel_values=pixels).logits
+    torch.testing.assert_close(batched[1:], alone, rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------- loss
+def test_sliced_logit_loss_equals_full_logit_loss():
+    model = tiny()
+    ids = torch.tensor([image_prompt(49, [100, 101, 102, 103]), image_prompt(49, [104, 105, 106, 107])])
+    labels = ids.clone()
+    labels[:, :-6] = -100
+    labels[1, -3:] = -100
+    pixels = torch.randn(2, 3, 224, 224)
+    sliced = model(input_ids=ids, pixel_values=pixels, labels=labels).loss
+    logits = model(input_ids=ids, pixel_values=pixels).logits
+    full = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
+    assert abs(sliced.item() - full.item()) < 1e-5
+    # num_items_in_batch turns the mean into a sum over a global token count (gradient accumulation).
+    n = int((labels[:, 1:] != -100).sum())
+    summed = model(input_ids=ids, pixel_values=pixels, labels=labels, num_items_in_batch=2 * n).loss
+    assert abs(summed.item() - full.item() / 2) < 1e-5
+
+
+def test_frozen_vision_tower_builds_no_graph():
+    model = tiny().train()
+    model.vision_tower.requires_grad_(False)
+    model.language_model.requires_grad_(False)
+    ids = torch.tensor([image_prompt(49, [100, 101])])
+    loss = model(input_ids=ids, pixel_values=torch.randn(1, 3, 224, 224), labels=ids).loss
+    loss.backward()
+    assert model.projector.linear_1.weight.grad is not None
+    assert all(p.grad is None for p in model.vision_tower.parameters())
+    # The tower ran under no_grad: none of its activations were kept for backward.
+    seen = []
+    hook = model.vision_tower.register_forward_hook(lambda m, i, o: seen.append(o.last_hidden_state.grad_fn))
+    model.encode_images(torch.randn(1, 3, 224, 224))
+    hook.remove()
+    assert seen == [None]
+
+
+# ---------------------------------------------------------------------------- generation
+def no_cache_greedy(model: GeoVLM, ids: torch.Tensor, pixels: torch.Tensor, steps: int) -> list[int]:
+    """The plain way: re-run the whole model on the whole sequence for every new token."""
+    out = []
+    for _ in range(steps):
+        with torch.no_grad():
+            logits = model(input_ids=ids, pixel_values=pixels).logits[:, -1]
+        nxt = int(logits.argmax(-1))
+        out.append(nxt)
+        if nxt == IM_END:
+            break
+        ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
+    return out
+
+
+def generation_model() -> GeoVLM:
+    # An untied, sharpened head keeps a random model from just echoing its last token.
+    torch.manual_seed(1)
+    model = GeoVLM(GeoVLMConfig.from_preset("tiny", text={"tie_word_embeddings": False}))
+    with torch.no_grad():
+        model.language_model.lm_head.weight.normal_(0, 0.5)
+    return model.eval()
+
+
+def test_cached_greedy_generation_equals_no_cache_loop():
+    model = generation_model()
+    ids = torch.tensor([image_prompt(49, [100, 2001, 3002, 57])])
+    pixels = torch.randn(1, 3, 224, 224)
+    cached = model.generate(ids, pixels, max_new_tokens=12, do_sample=False)[0].tolist()
+    reference = no_cache_greedy(model, ids, pixels, 12)
+    assert cached == reference
+    assert len(set(reference)) > 2, "degenerate reference: the test would not catch a cache bug"
+
+
+def test_batched_left_padded_generation_equals_one_by_one():
+    model = generation_model()
+    prompts = [image_prompt(49, [100, 2001]), image_prompt(49, [5, 6, 7, 8, 9, 10, 11]), image_prompt(49, [42])]
+    pixels = torch.randn(3, 3, 224, 224)
+    width = max(map(len, prompts))
+    ids = torch.tensor([[IM_END] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    batched = model.generate(ids, pixels, attention_mask=mask, max_new_tokens=8, do_sample=False)
+    for i, prompt in enumerate(prompts):
+        single = model.generate(torch.tensor([prompt]), pixels[i : i + 1], max_new_tokens=8, do_sample=False)[0]
+        row = batched[i][: len(single)].tolist()
+        assert row == single.tolist(), f"row {i}"
+
+
+def test_generate_rejects_right_padding_and_samples():
+    model = generation_model()
+    ids = torch.tensor([image_prompt(49, [100, 101])])
+    mask = torch.ones_like(ids)
+    mask[0, -1] = 0
+    with pytest.raises(ValueError, match="left-padded"):
+        model.generate(ids, torch.randn(1, 3, 224, 224), attention_mask=mask)
+    torch.manual_seed(0)
+    sampled = model.generate(ids, torch.randn(1, 3, 224, 224), max_new_tokens=4, do_sample=True, temperature=1.0)
+    assert sampled.shape[0] == 1 and 1 <= sampled.shape[1] <= 4
+
+
+# ---------------------------------------------------------------------------- save / load
+def test_save_and_load_gives_identical_logits(tmp_path):
+    model = tiny()
+    with torch.no_grad():
+        model.projector.linear_1.bias.normal_()
+    ids = torch.tensor([image_prompt(49, [100, 101])])
+    pixels = torch.randn(1, 3, 224, 224)
+    before = model(input_ids=ids, pixel_values=pixels).logits
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    loaded = GeoVLM.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(loaded(input_ids=ids, pixel_values=pixels).logits, before, rtol=0, atol=0)
+    lm = loaded.language_model
+    assert lm.lm_head.weight.data_ptr() == lm.model.embed_tokens.weight.data_ptr()
