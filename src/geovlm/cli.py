@@ -14,6 +14,8 @@ import sys
 COMMAND_MODULES = [
     "geovlm.convert.cli",
     "geovlm.eval.cli",
+    "geovlm.train.cli",
+    "geovlm.serve.cli",
 ]
 
 
@@ -22,7 +24,9 @@ class CLIError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="geovlm", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="geovlm", description="GeoVLM: a small vision-language model that solves geometry problems from diagrams."
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)

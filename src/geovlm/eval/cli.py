@@ -71,8 +71,55 @@ def run_score(args: argparse.Namespace) -> int:
     return 0
 
 
-# Subcommands this module contributes, in help order. Add `_register_eval` here.
-_REGISTRARS: tuple[Callable[[SubParsers], None], ...] = (_register_score,)
+def _register_eval(subparsers: SubParsers) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="answer a GeoQA-format test set with a model and score it",
+        description=(
+            "Batched greedy generation over test_questions.jsonl (G-LLaVA's GeoQA format), predictions "
+            "written as JSONL that G-LLaVA's scorer also reads, then scored like `geovlm score`."
+        ),
+    )
+    parser.add_argument("model", help="GeoVLM folder, hub id, or seed-code checkpoint folder")
+    parser.add_argument("--questions", required=True, type=Path, metavar="FILE", help="test_questions.jsonl")
+    parser.add_argument("--answers", type=Path, metavar="FILE", help="test_answers.jsonl (omit to only generate)")
+    parser.add_argument("--images", required=True, type=Path, metavar="DIR", help="folder the image paths are under")
+    parser.add_argument("--out", type=Path, default=Path("predictions.jsonl"), metavar="FILE",
+                        help="predictions JSONL to write (default: predictions.jsonl)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=512)
+    parser.add_argument("--prompt-template", default="{text}",
+                        help="how a question's text becomes the user turn; {text} is the question (default: {text})")
+    parser.add_argument("--limit", type=int, help="only the first N questions")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    parser.add_argument("--json", type=Path, metavar="OUT", help="also write the score report as JSON")
+    parser.set_defaults(func=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from geovlm.cli import CLIError
+    from geovlm.eval.evaluate import evaluate
+    from geovlm.serve.cli import load_model_or_fail
+
+    model, processor = load_model_or_fail(args.model, args.device)
+    try:
+        report = evaluate(model, processor, args.questions, args.answers, args.images, args.out,
+                          batch_size=args.batch_size, prompt_template=args.prompt_template,
+                          max_new_tokens=args.max_new_tokens, limit=args.limit)
+    except FileNotFoundError as err:
+        raise CLIError(f"no such file: {err.filename}") from err
+    except (ValueError, KeyError) as err:
+        raise CLIError(str(err).splitlines()[0]) from err
+    print(f"predictions: {args.out}")
+    if report is not None:
+        print(report.format_table())
+        if args.json is not None:
+            args.json.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+# Subcommands this module contributes, in help order.
+_REGISTRARS: tuple[Callable[[SubParsers], None], ...] = (_register_score, _register_eval)
 
 
 def register(subparsers: SubParsers) -> None:

@@ -199,6 +199,32 @@ class GeoVLM(GeoVLMPreTrainedModel):
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs
         )
 
+    # ----------------------------------------------------------------- asking
+    def chat(self, image: Any, question: str, history: Any = None, stream: bool = False,
+             processor: Any = None, **generation_kwargs: Any) -> Any:
+        """Reply to `question` about `image` (a path, bytes or PIL image), after `history`; see
+        `geovlm.serve.chat.chat`. The processor defaults to the one loaded with the model."""
+        from geovlm.serve.chat import chat
+
+        return chat(self, processor or self._processor(), image, question, history, stream, **generation_kwargs)
+
+    def answer(self, images: Any, questions: Any, batch_size: int = 8, processor: Any = None,
+               **generation_kwargs: Any) -> list[str]:
+        """Batched single-turn replies; see `geovlm.serve.chat.answer`."""
+        from geovlm.serve.chat import answer
+
+        return answer(self, processor or self._processor(), images, questions, batch_size, **generation_kwargs)
+
+    def _processor(self) -> Any:
+        processor = getattr(self, "processor", None)
+        if processor is None:
+            from transformers import AutoProcessor
+
+            if not self.name_or_path:
+                raise ValueError("this model has no processor attached: pass processor=")
+            processor = self.processor = AutoProcessor.from_pretrained(self.name_or_path)
+        return processor
+
     def _pad_token_id(self) -> int | None:
         gen = self.language_model.generation_config
         if gen.pad_token_id is not None:

@@ -1,0 +1,150 @@
+"""One training run, either stage: build the model, apply the recipe, hand the loop to the HF Trainer."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainingArguments
+
+from geovlm.modeling import GeoVLM, GeoVLMConfig
+from geovlm.processing.processor import GeoVLMProcessor
+from geovlm.train.config import TrainConfig
+from geovlm.train.recipes import apply_recipe, count_parameters, format_parameter_table
+from geovlm.train.trainer import GeoVLMTrainer, last_complete_checkpoint
+
+logger = logging.getLogger(__name__)
+
+
+def build_model(config: TrainConfig) -> tuple[GeoVLM, GeoVLMProcessor]:
+    """The starting point: a GeoVLM folder (`init_from`), a random preset, or pretrained backbones."""
+    if config.init_from:
+        from geovlm.loading import load_pretrained
+
+        model, processor = load_pretrained(config.init_from)
+    elif config.preset:
+        from geovlm.processing.tokenizer import load_qwen_tokenizer
+
+        model_config = GeoVLMConfig.from_preset(config.preset, merge_mode=config.merge_mode)
+        model = GeoVLM(model_config)
+        processor = GeoVLMProcessor.from_tokenizer(load_qwen_tokenizer(), model_config)
+    else:
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        model = GeoVLM.from_backbones(config.vision, config.llm, merge_mode=config.merge_mode)
+        processor = GeoVLMProcessor.from_tokenizer(
+            AutoTokenizer.from_pretrained(config.llm), model.config,
+            image_processor=AutoImageProcessor.from_pretrained(config.vision),
+        )
+    processor.system_prompt = config.system_prompt
+    return model, processor
+
+
+def precision_flags(precision: str) -> dict[str, bool]:
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
+def training_arguments(config: TrainConfig, **overrides: Any) -> TrainingArguments:
+    on_gpu = torch.cuda.is_available()
+    args: dict[str, Any] = dict(
+        output_dir=config.output_dir,
+        per_device_train_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,
+        lr_scheduler_type=config.lr_scheduler,
+        max_grad_norm=config.max_grad_norm,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        seed=config.seed,
+        gradient_checkpointing=config.gradient_checkpointing,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        report_to=[] if config.report_to in ("none", "") else [config.report_to],
+        deepspeed=config.deepspeed,
+        dataloader_num_workers=config.num_workers,
+        remove_unused_columns=False,  # the collator's keys are the model's inputs
+        disable_tqdm=not config.progress_bar,
+        use_cpu=not on_gpu,
+        ddp_backend=None if on_gpu else "gloo",
+        **precision_flags(config.precision),
+    )
+    args.update(overrides)
+    return TrainingArguments(**args)
+
+
+def build_train_dataset(config: TrainConfig, processor: GeoVLMProcessor) -> Any:
+    from geovlm.data.dataset import build_dataset
+
+    if not config.data:
+        raise ValueError("no training data: set `data` (a list of {path, images, weight}) in the config")
+    return build_dataset(
+        [(s.path, s.images or str(Path(s.path).parent), s.weight) for s in config.data],
+        processor,
+        max_length=config.max_length,
+        pad_to_square=config.pad_to_square,
+        seed=config.seed,
+    )
+
+
+def train(config: TrainConfig, *, train_dataset: Any = None, callbacks: list | None = None) -> Path:
+    """Run one stage end to end and return the folder of the final, self-contained model."""
+    from geovlm.data.collator import GeoVLMCollator
+
+    model, processor = build_model(config)
+    trainable = apply_recipe(model, config)
+    print(f"[geovlm] stage {config.stage}: trainable parameters\n{format_parameter_table(count_parameters(trainable))}")
+    if config.gradient_checkpointing:
+        model.language_model.config.use_cache = False
+    dataset = train_dataset if train_dataset is not None else build_train_dataset(config, processor)
+    args = training_arguments(config)
+    part_lrs = {"projector": config.effective_projector_lr, "vision_tower": config.effective_vision_lr}
+    trainer = GeoVLMTrainer(
+        model=trainable,
+        args=args,
+        train_dataset=dataset,
+        data_collator=GeoVLMCollator(pad_token_id=processor.tokenizer.pad_token_id),
+        part_lrs=part_lrs,
+        callbacks=callbacks,
+    )
+    resume_from = None
+    if config.resume:
+        resume_from = last_complete_checkpoint(config.output_dir, set_aside=args.process_index == 0)
+        print(f"[geovlm] resuming from {resume_from}" if resume_from else "[geovlm] no checkpoint to resume from")
+    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+    config.to_yaml(Path(config.output_dir) / "train_config.yaml")
+    trainer.train(resume_from_checkpoint=resume_from)
+    if trainer.skip_counts:
+        print(f"[geovlm] skipped samples: {dict(trainer.skip_counts)}")
+    out = Path(config.output_dir)
+    if trainer.is_world_process_zero():
+        save_final(trainer.model, processor, out, config)
+    trainer.accelerator.wait_for_everyone()
+    return out
+
+
+def save_final(model: Any, processor: GeoVLMProcessor, out: Path, config: TrainConfig) -> None:
+    """Write the final model into `out` so that a crash mid-write never leaves a half-written folder:
+    everything goes to a staging folder first and `config.json` is moved in last."""
+    staging = out / ".final-staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    if config.lm_trainable == "lora" and config.lora_merge_on_save:
+        model = model.merge_and_unload()
+    model.save_pretrained(staging)
+    processor.save_pretrained(staging)
+    names = sorted(p.name for p in staging.iterdir())
+    for name in [n for n in names if n != "config.json"] + ["config.json"]:
+        if (staging / name).exists():
+            os.replace(staging / name, out / name)
+    staging.rmdir()
+    print(f"[geovlm] final model: {out}")

@@ -1,0 +1,129 @@
+"""`GeoVLMTrainer`: the HF Trainer with per-part learning rates, cheap length grouping, skip
+accounting, tokens/s in the logs, and checkpoints that count only once completely written."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Trainer
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+logger = logging.getLogger(__name__)
+
+# Written last into a checkpoint folder: a folder without it was interrupted mid-write.
+COMPLETE_MARKER = "checkpoint_complete"
+SKIPPED_KEY = "skipped"
+
+
+class GeoVLMTrainer(Trainer):
+    def __init__(self, *args: Any, part_lrs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.part_lrs = part_lrs or {}
+        self.skip_counts: Counter[str] = Counter()
+        self._tokens_since_log = 0
+        self._last_log_time = time.perf_counter()
+
+    # ------------------------------------------------------------------ optimiser
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """AdamW with one group per (part, decay) so the projector and vision tower get their own lr."""
+        if self.optimizer is not None:
+            return self.optimizer
+        opt_model = self.model if model is None else model
+        decay = set(self.get_decay_parameter_names(opt_model))
+        groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
+        for name, param in opt_model.named_parameters():
+            if not param.requires_grad:
+                continue
+            part = next((p for p in self.part_lrs if f"{p}." in name), "default")
+            groups.setdefault((part, name in decay), []).append(param)
+        param_groups = [
+            {
+                "params": params,
+                "weight_decay": self.args.weight_decay if with_decay else 0.0,
+                "lr": self.part_lrs.get(part, self.args.learning_rate),
+            }
+            for (part, with_decay), params in groups.items()
+        ]
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        optimizer_kwargs.pop("lr", None)  # each group carries its own
+        self.optimizer = optimizer_cls(param_groups, lr=self.args.learning_rate, **optimizer_kwargs)
+        return self.optimizer
+
+    # ------------------------------------------------------------------ data
+    def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        lengths = getattr(dataset, "lengths", None)
+        if self.args.train_sampling_strategy == "group_by_length" and lengths is not None:
+            # Lengths come from the text alone; the default would load every image to measure them.
+            return LengthGroupedSampler(
+                self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                dataset=dataset,
+                lengths=list(lengths),
+            )
+        return super()._get_train_sampler(train_dataset)
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> Any:
+        skipped = inputs.pop(SKIPPED_KEY, None)
+        if skipped:
+            self.skip_counts.update(skipped)
+        if "attention_mask" in inputs:
+            self._tokens_since_log += int(inputs["attention_mask"].sum())
+        return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                    num_items_in_batch=num_items_in_batch)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # training logs (not eval or the final summary)
+            now = time.perf_counter()
+            tokens = self._tokens_since_log * self.args.world_size
+            logs["tokens_per_second"] = round(tokens / max(now - self._last_log_time, 1e-9), 1)
+            self._tokens_since_log, self._last_log_time = 0, now
+            for reason, count in sorted(self.skip_counts.items()):
+                logs[f"skipped/{reason}"] = count
+        super().log(logs, start_time)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        # Every rank has written its part (RNG state, shards) before the folder is declared complete.
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            marker = folder / COMPLETE_MARKER
+            tmp = marker.with_suffix(".tmp")
+            tmp.write_text(f"{self.state.global_step}\n")
+            os.replace(tmp, marker)
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike, set_aside: bool = True) -> str | None:
+    """The newest `checkpoint-N` folder that was completely written. Interrupted ones are set aside
+    (by the main process only, `set_aside`), so that rotation never counts them."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return None
+    found = []
+    for folder in root.glob("checkpoint-*"):
+        step = folder.name.removeprefix("checkpoint-")
+        if not (folder.is_dir() and step.isdigit()):
+            continue
+        if (folder / COMPLETE_MARKER).is_file():
+            found.append((int(step), folder))
+        elif set_aside:
+            # Renamed rather than deleted: nothing a user wrote is lost, and rotation ignores it.
+            aside = folder.with_name(f"incomplete-{folder.name}-{int(time.time())}")
+            logger.warning("checkpoint %s was not completely written; moved to %s", folder, aside)
+            shutil.move(folder, aside)
+    return str(max(found)[1]) if found else None
