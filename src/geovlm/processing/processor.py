@@ -140,9 +140,13 @@ class GeoVLMProcessor(ProcessorMixin):
 
     def generation_prompt_ids(self) -> list[int]:
         """The ids that open an assistant turn (`<|im_start|>assistant\n` in ChatML)."""
-        probe = [{"role": "user", "content": "x"}]
-        text = self.render(probe, add_generation_prompt=True)[len(self.render(probe)) :]
-        return self._encode(text)
+        key = self.chat_template
+        cached = self.__dict__.get("_generation_prompt_cache")
+        if cached is None or cached[0] != key:  # rendered once per template, not once per sample
+            probe = [{"role": "user", "content": "x"}]
+            text = self.render(probe, add_generation_prompt=True)[len(self.render(probe)) :]
+            cached = self._generation_prompt_cache = (key, self._encode(text))
+        return list(cached[1])
 
     def encode_conversation(
         self, turns: Iterable[Any], system_prompt: str | None = ..., add_generation_prompt: bool = False

@@ -70,7 +70,7 @@ class TrainConfig:
     seed: int = 42
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 where the hardware has it
     gradient_checkpointing: bool = False
-    group_by_length: bool = True
+    sampling: Literal["group_by_length", "random", "sequential"] = "group_by_length"  # sample order
 
     # --- outputs
     output_dir: str = "save/pretrain"
@@ -200,8 +200,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 def parse_override(name: str, text: str) -> Any:
     """A command-line value for field `name`: strings stay as typed, other fields are read as YAML."""
     hint = typing.get_type_hints(TrainConfig)[name]
-    if set(typing.get_args(hint) or (hint,)) <= {str, type(None)}:
-        return None if text.lower() in ("null", "none", "~") else text
+    options = set(typing.get_args(hint) or (hint,))
+    if options <= {str, type(None)}:
+        nullable = type(None) in options
+        return None if nullable and text.lower() in ("null", "none", "~") else text
     value = yaml.safe_load(text)
     if name == "data" and not isinstance(value, list):
         value = [value]  # a bare path or mapping means one source

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainingArguments
+from transformers import TrainingArguments, set_seed
 
 from geovlm.modeling import GeoVLM, GeoVLMConfig
 from geovlm.processing.processor import GeoVLMProcessor
@@ -65,7 +65,7 @@ def training_arguments(config: TrainConfig, **overrides: Any) -> TrainingArgumen
         max_steps=config.max_steps,
         seed=config.seed,
         gradient_checkpointing=config.gradient_checkpointing,
-        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        train_sampling_strategy=config.sampling,
         logging_steps=config.logging_steps,
         save_strategy="steps",
         save_steps=config.save_steps,
@@ -76,7 +76,8 @@ def training_arguments(config: TrainConfig, **overrides: Any) -> TrainingArgumen
         remove_unused_columns=False,  # the collator's keys are the model's inputs
         disable_tqdm=not config.progress_bar,
         use_cpu=not on_gpu,
-        ddp_backend=None if on_gpu else "gloo",
+        # torchrun on CPU-only machines: gloo (NCCL needs GPUs).
+        ddp_backend="gloo" if not on_gpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         **precision_flags(config.precision),
     )
     args.update(overrides)
@@ -101,6 +102,7 @@ def train(config: TrainConfig, *, train_dataset: Any = None, callbacks: list | N
     """Run one stage end to end and return the folder of the final, self-contained model."""
     from geovlm.data.collator import GeoVLMCollator
 
+    set_seed(config.seed)  # a fresh model starts from the same weights in every run (and on resume)
     model, processor = build_model(config)
     trainable = apply_recipe(model, config)
     print(f"[geovlm] stage {config.stage}: trainable parameters\n{format_parameter_table(count_parameters(trainable))}")
@@ -115,8 +117,13 @@ def train(config: TrainConfig, *, train_dataset: Any = None, callbacks: list | N
         train_dataset=dataset,
         data_collator=GeoVLMCollator(pad_token_id=processor.tokenizer.pad_token_id),
         part_lrs=part_lrs,
+        max_bad_fraction=config.max_bad_fraction,
         callbacks=callbacks,
     )
+    if hasattr(dataset, "skip_counter"):
+        # Start from the malformed records found when the files were read: they count too.
+        trainer.skips = dataset.skip_counter()
+        dataset.load_skips.check_budget(dataset.num_records_read, config.max_bad_fraction)
     resume_from = None
     if config.resume:
         resume_from = last_complete_checkpoint(config.output_dir, set_aside=args.process_index == 0)
@@ -124,8 +131,7 @@ def train(config: TrainConfig, *, train_dataset: Any = None, callbacks: list | N
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     config.to_yaml(Path(config.output_dir) / "train_config.yaml")
     trainer.train(resume_from_checkpoint=resume_from)
-    if trainer.skip_counts:
-        print(f"[geovlm] skipped samples: {dict(trainer.skip_counts)}")
+    print(f"[geovlm] data: {trainer.skips.report()}")
     out = Path(config.output_dir)
     if trainer.is_world_process_zero():
         save_final(trainer.model, processor, out, config)

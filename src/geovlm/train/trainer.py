@@ -7,13 +7,12 @@ import logging
 import os
 import shutil
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 logger = logging.getLogger(__name__)
@@ -24,10 +23,22 @@ SKIPPED_KEY = "skipped"
 
 
 class GeoVLMTrainer(Trainer):
-    def __init__(self, *args: Any, part_lrs: dict[str, float] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        part_lrs: dict[str, float] | None = None,
+        max_bad_fraction: float = 0.05,
+        min_samples_for_budget: int = 200,
+        **kwargs: Any,
+    ) -> None:
+        from geovlm.data.dataset import SkipCounter
+
         super().__init__(*args, **kwargs)
         self.part_lrs = part_lrs or {}
-        self.skip_counts: Counter[str] = Counter()
+        self.max_bad_fraction = max_bad_fraction
+        self.min_samples_for_budget = min_samples_for_budget
+        self.skips = SkipCounter()
+        self.add_callback(SkipReportCallback(self))
         self._tokens_since_log = 0
         self._last_log_time = time.perf_counter()
 
@@ -77,9 +88,8 @@ class GeoVLMTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> Any:
-        skipped = inputs.pop(SKIPPED_KEY, None)
-        if skipped:
-            self.skip_counts.update(skipped)
+        # Bad samples were replaced by real ones in the dataset; their records ride in the batch.
+        self.skips.update(inputs.pop(SKIPPED_KEY, None), seen=len(inputs["input_ids"]))
         if "attention_mask" in inputs:
             self._tokens_since_log += int(inputs["attention_mask"].sum())
         return super().compute_loss(model, inputs, return_outputs=return_outputs,
@@ -91,8 +101,10 @@ class GeoVLMTrainer(Trainer):
             tokens = self._tokens_since_log * self.args.world_size
             logs["tokens_per_second"] = round(tokens / max(now - self._last_log_time, 1e-9), 1)
             self._tokens_since_log, self._last_log_time = 0, now
-            for reason, count in sorted(self.skip_counts.items()):
+            for reason, count in sorted(self.skips.items()):
                 logs[f"skipped/{reason}"] = count
+            if self.skips.seen >= self.min_samples_for_budget:
+                self.skips.check_budget(max_bad_fraction=self.max_bad_fraction)  # fail early, not at the end
         super().log(logs, start_time)
 
     # ------------------------------------------------------------------ checkpoints
@@ -106,6 +118,18 @@ class GeoVLMTrainer(Trainer):
             tmp = marker.with_suffix(".tmp")
             tmp.write_text(f"{self.state.global_step}\n")
             os.replace(tmp, marker)
+
+
+class SkipReportCallback(TrainerCallback):
+    """At the end of each epoch: print how many samples were unusable, and stop if too many were."""
+
+    def __init__(self, trainer: GeoVLMTrainer) -> None:
+        self.trainer = trainer
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        skips = self.trainer.skips
+        print(f"[geovlm] epoch {state.epoch:.2f}: {skips.report()}")
+        skips.check_budget(max_bad_fraction=self.trainer.max_bad_fraction)
 
 
 def last_complete_checkpoint(output_dir: str | os.PathLike, set_aside: bool = True) -> str | None:
