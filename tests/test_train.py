@@ -171,4 +171,6 @@ def test_cli_overrides_and_help(tmp_path, capsys):
                  "--num-workers", "0", "--progress-bar", "false"]) == 0
     assert (tmp_path / "cli" / "model.safetensors").exists()
     assert (tmp_path / "cli" / "train_config.yaml").exists()
+    card = (tmp_path / "cli" / "README.md").read_text()
+    assert "stage 1" in card and "random `tiny` preset" in card and "| projector | 20,608 |" in card
     assert main(["sft", "--config", str(tmp_path / "cli" / "train_config.yaml")]) == 2  # stage mismatch

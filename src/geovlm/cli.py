@@ -12,6 +12,7 @@ import importlib
 import sys
 
 COMMAND_MODULES = [
+    "geovlm.synth.cli",
     "geovlm.data.cli",
     "geovlm.convert.cli",
     "geovlm.eval.cli",

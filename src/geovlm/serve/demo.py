@@ -27,7 +27,7 @@ def example_diagrams(folder: str | Path | None = None, n: int = 4) -> list[list[
         problem = generate_problem(seed=2026, index=index)
         path = out / f"example_{index}.png"
         problem.render(448).save(path)
-        examples.append([str(path), problem.question_text])
+        examples.append([str(path), problem.prompt])
     return examples
 
 

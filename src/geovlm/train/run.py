@@ -14,6 +14,7 @@ from transformers import TrainingArguments, set_seed
 from geovlm.modeling import GeoVLM, GeoVLMConfig
 from geovlm.processing.processor import GeoVLMProcessor
 from geovlm.train.config import TrainConfig
+from geovlm.train.model_card import write_model_card
 from geovlm.train.recipes import apply_recipe, count_parameters, format_parameter_table
 from geovlm.train.trainer import GeoVLMTrainer, last_complete_checkpoint
 
@@ -105,7 +106,8 @@ def train(config: TrainConfig, *, train_dataset: Any = None, callbacks: list | N
     set_seed(config.seed)  # a fresh model starts from the same weights in every run (and on resume)
     model, processor = build_model(config)
     trainable = apply_recipe(model, config)
-    print(f"[geovlm] stage {config.stage}: trainable parameters\n{format_parameter_table(count_parameters(trainable))}")
+    counts = count_parameters(trainable)
+    print(f"[geovlm] stage {config.stage}: trainable parameters\n{format_parameter_table(counts)}")
     if config.gradient_checkpointing:
         model.language_model.config.use_cache = False
     dataset = train_dataset if train_dataset is not None else build_train_dataset(config, processor)
@@ -135,8 +137,23 @@ def train(config: TrainConfig, *, train_dataset: Any = None, callbacks: list | N
     out = Path(config.output_dir)
     if trainer.is_world_process_zero():
         save_final(trainer.model, processor, out, config)
+        write_model_card(out, config, model.config, trainable=counts)
+        if config.push_to_hub:
+            push_folder(out, config)
     trainer.accelerator.wait_for_everyone()
     return out
+
+
+def push_folder(folder: Path, config: TrainConfig) -> None:
+    """Upload the final folder (weights, processor, model card, run config) to the hub."""
+    from huggingface_hub import HfApi
+
+    repo_id = config.hub_model_id or Path(config.output_dir).name
+    api = HfApi()
+    repo_id = api.create_repo(repo_id, exist_ok=True).repo_id
+    api.upload_folder(repo_id=repo_id, folder_path=str(folder),
+                      ignore_patterns=["checkpoint-*", "incomplete-*", "runs/*", ".final-staging/*"])
+    print(f"[geovlm] pushed to https://huggingface.co/{repo_id}")
 
 
 def save_final(model: Any, processor: GeoVLMProcessor, out: Path, config: TrainConfig) -> None:

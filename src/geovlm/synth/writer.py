@@ -1,0 +1,212 @@
+"""Write a synthetic dataset: images, LLaVA-format training and caption files, a GeoQA-format test split.
+
+Layout of OUT:
+    images/<id>.png          one diagram per problem (train and test)
+    qa_tuning.json           training questions (LLaVA conversations, like Geo170K's qa_tuning.json)
+    alignment.json           captions of the training images (like Geo170K's alignment.json)
+    test_questions.jsonl     {"question_id", "image", "text"} per line (G-LLaVA's GeoQA format)
+    test_answers.jsonl       {"question_id", "text": letter, ...} per line
+    manifest.json            counts, options and seed
+
+The files are byte-identical for the same arguments whatever the number of workers: problem i
+depends only on (seed, i), workers return results in task order, and JSON keys keep a fixed order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from multiprocessing.pool import Pool
+from pathlib import Path
+from typing import Any
+
+from .families import FAMILIES
+from .generate import DEFAULT_DIFFICULTY, Choice, generate_problem, weights
+from .problem import DIFFICULTIES, STYLES
+
+FORMAT_VERSION = 1
+FILES = {
+    "train": "qa_tuning.json",
+    "alignment": "alignment.json",
+    "test_questions": "test_questions.jsonl",
+    "test_answers": "test_answers.jsonl",
+    "manifest": "manifest.json",
+    "images": "images/",
+}
+
+
+def _signature(task: tuple) -> tuple:
+    seed, index, family, difficulty, style = task
+    return generate_problem(seed, index, family, difficulty, style).signature()
+
+
+def _make(task: tuple) -> tuple[dict, dict | None]:
+    """Generate, render and save one problem; return its records (qa or test, and caption)."""
+    seed, index, family, difficulty, style, size, out, split = task
+    p = generate_problem(seed, index, family, difficulty, style)
+    p.render(size).save(Path(out) / p.image_path(), format="PNG", compress_level=6)
+    if split == "train":
+        return p.qa_record(), p.alignment_record()
+    question, answer = p.test_records(0)  # question ids are given in split order by the caller
+    return {"question": question, "answer": {**answer, "id": p.id}}, None
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one, else the CPU count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _map(fn: Callable, tasks: Sequence[tuple], pool: Pool | None, desc: str, progress: bool) -> Iterator:
+    """fn over tasks, results in task order; in the pool when there is one; with a tqdm bar."""
+    from tqdm import tqdm
+
+    bar = dict(total=len(tasks), desc=desc, disable=not progress, unit="problem", file=sys.stderr)
+    if pool is None or len(tasks) < 2:
+        yield from tqdm(map(fn, tasks), **bar)
+        return
+    yield from tqdm(pool.imap(fn, tasks, chunksize=8), **bar)
+
+
+def plan_split(
+    seed: int,
+    n: int,
+    test_fraction: float,
+    family: Choice = None,
+    difficulty: Choice = None,
+    style: Choice = None,
+    pool: Pool | None = None,
+    progress: bool = False,
+) -> tuple[list[int], list[int], int]:
+    """Indices of the training and test problems, and how many test candidates were skipped.
+
+    Training problems are indices 0..n_train-1. Test problems are drawn from the indices after
+    them, skipping any whose question (see `Problem.signature`) already appears in either split.
+    """
+    n_test = round(n * test_fraction)
+    n_train = n - n_test
+    train = list(range(n_train))
+
+    def signatures(indices: list[int], show: bool) -> list[tuple]:
+        tasks = [(seed, i, family, difficulty, style) for i in indices]
+        return list(_map(_signature, tasks, pool, "plan", show))
+
+    seen = set(signatures(train, progress))
+    test: list[int] = []
+    skipped, index = 0, n_train
+    limit = n_train + 20 * n_test + 1000  # give up on finding more distinct questions after this
+    while len(test) < n_test and index < limit:
+        batch = list(range(index, min(index + max(64, 2 * (n_test - len(test))), limit)))
+        for i, sig in zip(batch, signatures(batch, False), strict=True):
+            if len(test) == n_test:
+                break
+            if sig in seen:
+                skipped += 1
+                continue
+            seen.add(sig)
+            test.append(i)
+        index = batch[-1] + 1
+    if len(test) < n_test:
+        print(
+            f"geovlm synth: only {len(test)} distinct test problems found ({n_test} asked)", file=sys.stderr
+        )
+    return train, test, skipped
+
+
+def _counts(records: Iterable[Mapping[str, Any]], letter_key: str) -> dict:
+    rows = list(records)
+    return {
+        "total": len(rows),
+        "family": dict(sorted(Counter(r["family"] for r in rows).items())),
+        "difficulty": dict(sorted(Counter(r["difficulty"] for r in rows).items())),
+        "style": dict(sorted(Counter(r["style"] for r in rows).items())),
+        "answer": dict(sorted(Counter(r[letter_key] for r in rows).items())),
+    }
+
+
+def _dump_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+
+
+def _dump_jsonl(path: Path, rows: Iterable[Any]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+def write_dataset(
+    out: str | os.PathLike,
+    n: int,
+    seed: int = 0,
+    *,
+    family: Choice = None,
+    difficulty: Choice = None,
+    style: Choice = None,
+    size: int = 224,
+    test_fraction: float = 0.1,
+    workers: int | None = None,
+    preview: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict:
+    """Generate n problems (train + test) under `out` and return the manifest."""
+    if n < 0 or size < 64 or not 0 <= test_fraction < 1:
+        raise ValueError("need n >= 0, size >= 64 and 0 <= test_fraction < 1")
+    workers = max(1, workers or available_cpus())
+    root = Path(out)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    qa, alignment, questions, answers = [], [], [], []
+    # One pool for both passes, started before the first progress bar: tqdm runs a monitor
+    # thread, and forking a process that has threads is best avoided.
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(multiprocessing.get_context().Pool(workers)) if workers > 1 else None
+        train_idx, test_idx, skipped = plan_split(
+            seed, n, test_fraction, family, difficulty, style, pool, progress
+        )
+        tasks = [(seed, i, family, difficulty, style, size, str(root), "train") for i in train_idx]
+        tasks += [(seed, i, family, difficulty, style, size, str(root), "test") for i in test_idx]
+        for record, caption in _map(_make, tasks, pool, "synth", progress):
+            if caption is not None:
+                qa.append(record)
+                alignment.append(caption)
+            else:
+                qid = len(questions)  # test questions are numbered in order, like GeoQA's
+                questions.append({**record["question"], "question_id": qid})
+                answers.append({**record["answer"], "question_id": qid})
+    _dump_json(root / FILES["train"], qa)
+    _dump_json(root / FILES["alignment"], alignment)
+    _dump_jsonl(root / FILES["test_questions"], questions)
+    _dump_jsonl(root / FILES["test_answers"], answers)
+    manifest = {
+        "generator": "geovlm.synth",
+        "format_version": FORMAT_VERSION,
+        "seed": seed,
+        "n": n,
+        "size": size,
+        "test_fraction": test_fraction,
+        "options": {
+            "families": sorted(weights(family, list(FAMILIES))),
+            "difficulty": weights(difficulty, DIFFICULTIES, DEFAULT_DIFFICULTY),
+            "style": weights(style, STYLES),
+        },
+        "files": FILES,
+        "counts": {
+            "train": _counts(qa, "answer"),
+            "alignment": len(alignment),
+            "test": _counts(answers, "text"),
+            "test_candidates_skipped_as_duplicates": skipped,
+        },
+    }
+    _dump_json(root / FILES["manifest"], manifest)
+    if preview is not None:
+        from .preview import contact_sheet, pick_for_preview
+
+        picked = pick_for_preview(
+            [generate_problem(seed, i, family, difficulty, style) for i in train_idx[:400]]
+        )
+        contact_sheet(picked, size=min(size, 256)).save(preview, format="PNG")
+    return manifest

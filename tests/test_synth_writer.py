@@ -1,0 +1,200 @@
+"""`geovlm synth` end to end: files, formats, determinism, images, CLI, speed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from geovlm.synth import generate_problem, write_dataset
+from geovlm.synth.cli import register, run
+
+QA_KEYS = ["id", "image", "conversations", "family", "style", "difficulty", "answer", "value"]
+
+
+def all_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "a"
+    write_dataset(out, 40, seed=3, test_fraction=0.25, workers=1, progress=False)
+    return out
+
+
+def test_same_seed_gives_byte_identical_files(dataset: Path, tmp_path: Path) -> None:
+    # A second run, in a pool of two processes, must not differ by a single byte.
+    write_dataset(tmp_path / "b", 40, seed=3, test_fraction=0.25, workers=2, progress=False)
+    a, b = all_bytes(dataset), all_bytes(tmp_path / "b")
+    assert sorted(a) == sorted(b)
+    assert len([k for k in a if k.endswith(".png")]) == 40
+    for name in a:
+        assert a[name] == b[name], name
+
+
+def test_another_seed_gives_other_problems(dataset: Path, tmp_path: Path) -> None:
+    write_dataset(tmp_path / "c", 10, seed=4, test_fraction=0.0, workers=1, progress=False)
+    mine = json.loads((dataset / "qa_tuning.json").read_text())
+    other = json.loads((tmp_path / "c" / "qa_tuning.json").read_text())
+    assert [r["conversations"] for r in mine[:10]] != [r["conversations"] for r in other]
+
+
+def test_training_records_follow_the_llava_format(dataset: Path) -> None:
+    records = json.loads((dataset / "qa_tuning.json").read_text(encoding="utf-8"))
+    assert isinstance(records, list) and len(records) == 30
+    for r in records:
+        assert list(r) == QA_KEYS
+        assert (dataset / r["image"]).is_file() and r["image"].startswith("images/")
+        human, gpt = r["conversations"]
+        assert human["from"] == "human" and gpt["from"] == "gpt"
+        assert human["value"].startswith("<image>\n") and "\nChoices:\nA:" in human["value"]
+        assert gpt["value"].endswith(f"Answer:{r['answer']}")
+        assert re.search(r"Answer:([A-D])", gpt["value"]).group(1) == r["answer"]
+        assert r["style"] in ("text", "diagram") and r["difficulty"] in (
+            "perception",
+            "one_step",
+            "multi_step",
+        )
+
+
+def test_alignment_records_caption_the_training_images(dataset: Path) -> None:
+    qa = json.loads((dataset / "qa_tuning.json").read_text(encoding="utf-8"))
+    captions = json.loads((dataset / "alignment.json").read_text(encoding="utf-8"))
+    assert [c["image"] for c in captions] == [r["image"] for r in qa]
+    for c in captions:
+        human, gpt = c["conversations"]
+        assert human["value"].startswith("<image>\n") and gpt["value"].startswith("The figure shows")
+
+
+def test_test_split_follows_geoqa_and_is_disjoint(dataset: Path) -> None:
+    questions = [
+        json.loads(x) for x in (dataset / "test_questions.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    answers = [
+        json.loads(x) for x in (dataset / "test_answers.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    assert len(questions) == len(answers) == 10
+    for i, (q, a) in enumerate(zip(questions, answers, strict=True)):
+        assert list(q) == ["question_id", "image", "text"] and q["question_id"] == i == a["question_id"]
+        assert a["text"] in "ABCD" and len(a["text"]) == 1
+        assert {"family", "style", "difficulty", "value"} <= set(a)
+        assert q["text"].startswith(("As shown", "In the figure", "Which", "What", "How", "At which"))
+        assert (dataset / q["image"]).is_file()
+    train = json.loads((dataset / "qa_tuning.json").read_text(encoding="utf-8"))
+    assert not {q["image"] for q in questions} & {r["image"] for r in train}
+
+    def signature(record_id: str) -> tuple:
+        seed, index = map(int, record_id.split("-")[1:3])
+        return generate_problem(seed, index).signature()
+
+    train_sigs = {signature(r["id"]) for r in train}
+    test_sigs = [signature(a["id"]) for a in answers]
+    assert not train_sigs & set(test_sigs) and len(set(test_sigs)) == len(test_sigs)
+
+
+def test_images_open_and_are_not_blank(dataset: Path) -> None:
+    pngs = sorted((dataset / "images").glob("*.png"))
+    assert len(pngs) == 40
+    for path in pngs:
+        with Image.open(path) as im:
+            im.load()
+            assert im.size == (224, 224) and im.mode == "RGB"
+            gray = np.asarray(im.convert("L"))
+        assert gray.min() < 80, path  # dark ink
+        assert (gray < 128).mean() > 0.003, path  # more than a speck
+        assert gray.max() == 255 and np.median(gray) == 255, path  # on white
+
+
+def test_manifest_counts_what_was_written(dataset: Path) -> None:
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    assert manifest["seed"] == 3 and manifest["n"] == 40
+    assert manifest["counts"]["train"]["total"] == 30 and manifest["counts"]["test"]["total"] == 10
+    assert sum(manifest["counts"]["train"]["family"].values()) == 30
+    assert sum(manifest["counts"]["test"]["answer"].values()) == 10
+
+
+def test_render_sizes() -> None:
+    p = generate_problem(0, 1)
+    assert p.render(336).size == (336, 336)
+    assert p.render(224).tobytes() == p.render(224).tobytes()
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["synth", *argv])
+
+
+def test_cli_writes_a_dataset_and_a_preview(tmp_path: Path) -> None:
+    out = tmp_path / "cli"
+    args = _parse(
+        [
+            "--out",
+            str(out),
+            "--n",
+            "14",
+            "--seed",
+            "2",
+            "--families",
+            "shapes,circle_theorems",
+            "--difficulty",
+            "perception=2,one_step=1",
+            "--workers",
+            "1",
+            "--preview",
+            "--quiet",
+        ]
+    )
+    assert run(args) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["counts"]["train"]["family"]) <= {"shapes", "circle_theorems"}
+    assert "multi_step" not in manifest["counts"]["train"]["difficulty"]
+    with Image.open(out / "preview.png") as sheet:
+        assert sheet.width > 4 * 200 and sheet.height > 3 * 200
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--families", "nope"],
+        ["--difficulty", "hard"],
+        ["--style", "text", "--difficulty", "perception"],
+        ["--families", "shapes", "--difficulty", "one_step"],
+        ["--size", "10"],
+        ["--seed", "-1"],
+        ["--test-fraction", "1.5"],
+    ],
+)
+def test_cli_rejects_bad_options(tmp_path: Path, argv: list[str], capsys: pytest.CaptureFixture) -> None:
+    assert run(_parse(["--out", str(tmp_path / "x"), "--n", "4", "--quiet", *argv])) == 2
+    assert "geovlm synth: error:" in capsys.readouterr().err
+
+
+def test_rendering_is_fast_enough() -> None:
+    # `--n 2000` must finish in a minute on two cores; one core at 15 problems/s leaves room.
+    start = time.perf_counter()
+    for i in range(40):
+        generate_problem(1, i).render(224)
+    assert 40 / (time.perf_counter() - start) > 15
+
+
+@pytest.mark.slow
+def test_two_thousand_problems_within_a_minute(tmp_path: Path) -> None:
+    start = time.perf_counter()
+    assert (
+        run(
+            _parse(
+                ["--out", str(tmp_path / "big"), "--n", "2000", "--quiet", "--workers", str(os.cpu_count())]
+            )
+        )
+        == 0
+    )
+    assert time.perf_counter() - start < 60
