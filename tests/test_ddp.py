@@ -4,7 +4,6 @@ global batch ends (within 1e-5)."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,16 +11,11 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
+from conftest import free_port
 from geovlm import GeoVLM, GeoVLMConfig
 from test_train import write_corpus
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run(cmd: list[str]) -> None:

@@ -72,6 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "half each); perception questions are always diagram style",
     )
     p.add_argument("--size", type=int, default=224, help="image side in pixels, at least 64 (default 224)")
+    p.add_argument("--line-scale", type=float, default=1.0,
+                   help="multiply line widths (thicker lines survive small model image sizes; default 1)")
     p.add_argument(
         "--test-fraction", type=float, default=0.1, help="share of problems in the test split (default 0.1)"
     )
@@ -136,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
             difficulty=difficulty,
             style=style,
             size=args.size,
+            line_scale=args.line_scale,
             test_fraction=args.test_fraction,
             workers=args.workers,  # None: every CPU this process may use
             preview=preview,

@@ -62,12 +62,13 @@ class Problem:
     def value_text(self) -> str:
         return str(self.value)
 
-    def render(self, size: int = 224) -> Image.Image:
-        """The diagram as an RGB image of size × size pixels (same layout for every call)."""
+    def render(self, size: int = 224, line_scale: float = 1.0) -> Image.Image:
+        """The diagram as an RGB image of size × size pixels (same layout for every call).
+        `line_scale` thickens lines, e.g. for tiny models that see the image at a few dozen pixels."""
         from .render import render_figure
 
         return render_figure(
-            self.figure, size, random.Random(f"geovlm.synth/{self.seed}/{self.index}/render")
+            self.figure, size, random.Random(f"geovlm.synth/{self.seed}/{self.index}/render"), line_scale
         )
 
     def signature(self) -> tuple:

@@ -41,14 +41,14 @@ class Style:
     arc_radius: float  # px
 
 
-def sample_style(rng: random.Random, size: int) -> Style:
+def sample_style(rng: random.Random, size: int, line_scale: float = 1.0) -> Style:
     k = size / 224
     faces = fonts.faces()
     return Style(
         rotation=0.0 if rng.random() < 0.2 else rng.uniform(0, 360),
         mirror=rng.random() < 0.5,
         fill=rng.uniform(0.72, 0.9),
-        line=k * rng.uniform(1.2, 2.3),
+        line=k * rng.uniform(1.2, 2.3) * line_scale,  # scaled after sampling: same layout for every scale
         font_px=k * rng.uniform(12.5, 15.5),
         ink=rng.randint(0, 45),
         point_face=rng.choice(faces),
@@ -269,8 +269,8 @@ def _angle_geometry(mark: AngleMark, px: dict[str, Vec]) -> tuple[Vec, float, fl
     return v, start, start + opening, (math.cos(mid), math.sin(mid)), opening
 
 
-def render_figure(fig: Figure, size: int, rng: random.Random) -> Image.Image:
-    style = sample_style(rng, size)
+def render_figure(fig: Figure, size: int, rng: random.Random, line_scale: float = 1.0) -> Image.Image:
+    style = sample_style(rng, size, line_scale)
     to_px, scale = _transform(fig, size, style, rng)
     px = {name: to_px(p) for name, p in fig.points.items()}
     cv = Canvas(size, style)

@@ -47,9 +47,9 @@ def _signature(task: tuple) -> tuple:
 
 def _make(task: tuple) -> tuple[dict, dict | None]:
     """Generate, render and save one problem; return its records (qa or test, and caption)."""
-    seed, index, family, difficulty, style, size, out, split = task
+    seed, index, family, difficulty, style, size, line_scale, out, split = task
     p = generate_problem(seed, index, family, difficulty, style)
-    p.render(size).save(Path(out) / p.image_path(), format="PNG", compress_level=6)
+    p.render(size, line_scale).save(Path(out) / p.image_path(), format="PNG", compress_level=6)
     if split == "train":
         return p.qa_record(), p.alignment_record()
     question, answer = p.test_records(0)  # question ids are given in split order by the caller
@@ -148,6 +148,7 @@ def write_dataset(
     difficulty: Choice = None,
     style: Choice = None,
     size: int = 224,
+    line_scale: float = 1.0,
     test_fraction: float = 0.1,
     workers: int | None = None,
     preview: str | os.PathLike | None = None,
@@ -167,8 +168,8 @@ def write_dataset(
         train_idx, test_idx, skipped = plan_split(
             seed, n, test_fraction, family, difficulty, style, pool, progress
         )
-        tasks = [(seed, i, family, difficulty, style, size, str(root), "train") for i in train_idx]
-        tasks += [(seed, i, family, difficulty, style, size, str(root), "test") for i in test_idx]
+        tasks = [(seed, i, family, difficulty, style, size, line_scale, str(root), "train") for i in train_idx]
+        tasks += [(seed, i, family, difficulty, style, size, line_scale, str(root), "test") for i in test_idx]
         for record, caption in _map(_make, tasks, pool, "synth", progress):
             if caption is not None:
                 qa.append(record)
@@ -187,6 +188,7 @@ def write_dataset(
         "seed": seed,
         "n": n,
         "size": size,
+        "line_scale": line_scale,
         "test_fraction": test_fraction,
         "options": {
             "families": sorted(weights(family, list(FAMILIES))),

@@ -1,0 +1,369 @@
+"""The measurements. Each public function takes `Settings` and returns a JSON-ready dict."""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from geovlm.bench.common import (
+    PeakMemory,
+    Settings,
+    autocast,
+    count_flops,
+    load_average,
+    log,
+    median,
+    timed,
+)
+from geovlm.bench.seed_style import seed_generate, seed_loss
+from geovlm.bench.workloads import Workload, build_model, to_device, tokenizer
+
+# Training-step variants: GeoVLM as it trains, the seed's method, and (GPU, opt-in) GeoVLM with a
+# fused linear cross-entropy.
+TRAIN_VARIANTS = ("geovlm", "seed", "geovlm+flce")
+
+
+# ---------------------------------------------------------------------- training steps
+def _fused_ce_loss_fn() -> Callable | None:
+    """Liger's fused linear cross-entropy (never materialises the logits), if the library is installed."""
+    try:
+        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+    except ImportError:
+        return None
+    return LigerFusedLinearCrossEntropyLoss()
+
+
+def _geovlm_flce_loss(model: Any, batch: dict[str, Any], flce: Callable) -> torch.Tensor:
+    """GeoVLM's supervised-positions loss, with lm_head + cross-entropy fused into one kernel."""
+    embeds = model.embed_inputs(batch["input_ids"], batch["pixel_values"])
+    hidden = model.language_model.model(
+        inputs_embeds=embeds, attention_mask=batch["attention_mask"], use_cache=False
+    ).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    keep = targets != -100
+    return flce(model.language_model.lm_head.weight, hidden[:, :-1][keep], targets[keep])
+
+
+def train_step(settings: Settings, stage: str, variant: str) -> dict[str, Any]:
+    """Median seconds of one optimiser step (forward, backward, AdamW) for one variant and stage.
+
+    Stage 1 trains the projector only; stage 2 the projector, the last `stage2_last_n` LM layers and
+    the final norm (GeoVLM's `apply_recipe` sets `requires_grad` for both variants alike). Timed
+    batches are the epoch's quantile batches of the variant's own sampler: length-grouped for
+    GeoVLM (its trainer's default), random for the seed (see `Workload.representative_batches`).
+    """
+    from geovlm.train.config import TrainConfig
+    from geovlm.train.recipes import apply_recipe, count_parameters
+
+    if variant not in TRAIN_VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}")
+    device = settings.device
+    memory = PeakMemory(device)
+    t0 = time.perf_counter()
+    model, processor = build_model(settings.preset, seed=settings.seed)
+    if stage == "stage1":
+        recipe = TrainConfig(stage="pretrain")
+    else:
+        recipe = TrainConfig(stage="sft", lm_trainable="last_n", lm_last_n_layers=settings.stage2_last_n)
+    apply_recipe(model, recipe)
+    counts = count_parameters(model)
+    model.to(device).train()
+    build_seconds = time.perf_counter() - t0
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-5, fused=device.startswith("cuda") or None)
+    pad_id = processor.tokenizer.pad_token_id
+
+    flce = _fused_ce_loss_fn() if variant == "geovlm+flce" else None
+    if variant == "geovlm+flce" and flce is None:
+        return {"variant": variant, "skipped": "liger_kernel is not installed"}
+
+    def loss_of(batch: dict[str, Any]) -> torch.Tensor:
+        with autocast(settings):
+            if variant == "seed":
+                return seed_loss(model, batch, pad_id)
+            if flce is not None:
+                return _geovlm_flce_loss(model, batch, flce)
+            return model(**batch).loss
+
+    def step(batch: dict[str, Any]) -> float:
+        loss = loss_of(batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    workload = Workload(stage, processor, settings.population, settings.seed)
+    batch_size = settings.stage1_batch if stage == "stage1" else settings.stage2_batch
+    indices, padding = workload.representative_batches(batch_size, grouped=variant != "seed", k=settings.reps)
+    collate = workload.seed_batch if variant == "seed" else workload.geovlm_batch
+    batches = [to_device(collate(b), device) for b in indices]
+    middle = len(batches) // 2  # the epoch's median batch: warm-up, FLOP count, achieved FLOP/s
+
+    memory.start()
+    log(f"{stage} {variant}: built in {build_seconds:.1f} s; warm-up (FLOP-counted)")
+    with count_flops() as flops:
+        step(batches[middle])  # first warm-up, eager: FLOPs of the median batch
+    if settings.compile:
+        model.vision_tower.compile(dynamic=True)
+        model.language_model.model.compile(dynamic=True)
+    for _ in range(max(0, settings.warmup - 1)):
+        step(batches[middle])
+    times, losses = [], []
+    for n, batch in enumerate(batches):
+        seconds, loss = timed(lambda batch=batch: step(batch), device)
+        times.append(seconds)
+        losses.append(loss)
+        log(f"{stage} {variant}: rep {n + 1}/{len(batches)} {seconds:.2f} s (padded length {batch['input_ids'].shape[1]})")
+    seconds = median(times)
+    real_tokens = sum(len(workload.sample(i)["input_ids"]) for b in indices for i in b)
+    result = {
+        "stage": stage,
+        "variant": variant,
+        "batch_size": batch_size,
+        "seconds_per_step": seconds,
+        "samples_per_s": batch_size / seconds,
+        "real_tokens_per_s": real_tokens / sum(times),
+        "times": times,
+        "padded_lengths": [int(b["input_ids"].shape[1]) for b in batches],
+        "flops_median_batch": flops["total"],
+        "achieved_flops_per_s": flops["total"] / times[middle],
+        "flop_count_method": "torch.utils.flop_counter.FlopCounterMode (median batch, forward+backward)",
+        "memory": memory.report(),
+        "padding": padding,
+        "trainable_parameters": {k: v["trainable"] for k, v in counts.items()},
+        "losses": losses,
+        "attn_implementation": model.config.text_config._attn_implementation,
+        "build_seconds": build_seconds,
+        "load_average": load_average(),
+    }
+    return result
+
+
+# ---------------------------------------------------------------------- prompts and images
+def synth_problems(n: int, seed: int = 0) -> list[Any]:
+    from geovlm.synth import generate_problem
+
+    return [generate_problem(seed, i) for i in range(n)]
+
+
+def question_of_length(n_tokens: int, seed: int = 0) -> str:
+    """Synthetic geometry question text cut to about `n_tokens` tokens."""
+    tok = tokenizer()
+    text, i = "", 0
+    while len(tok.encode(text, add_special_tokens=False)) < n_tokens:
+        text += ("\n" if text else "") + synth_problems(1, seed + i)[0].prompt
+        i += 1
+    return tok.decode(tok.encode(text, add_special_tokens=False)[:n_tokens])
+
+
+# Models shared by the generation and eval sections of one process (built once, freed by `release`).
+_MODELS: dict[tuple, tuple[Any, Any]] = {}
+
+
+def shared_model(settings: Settings, preset: str) -> tuple[Any, Any]:
+    """A random model for inference: sequential merge (the seed's `view(b, -1, 4d)`, so both
+    generation methods compute the same function) and an untied, sharpened head (clear greedy winners,
+    varied text)."""
+    key = (preset, settings.device)
+    if key not in _MODELS:
+        model, processor = build_model(preset, seed=settings.seed, merge_mode="sequential", head_std=0.5)
+        _MODELS[key] = (model.to(settings.device).eval(), processor)
+    return _MODELS[key]
+
+
+def release_models() -> None:
+    _MODELS.clear()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# ---------------------------------------------------------------------- generation
+def generation(settings: Settings) -> dict[str, Any]:
+    """Tokens/s of `GeoVLM.generate` (image encoded once, KV cache) against the seed's no-cache loop,
+    batch 1, `gen_new_tokens` new tokens after one image and a `gen_question_tokens`-token question.
+
+    Both produce exactly `gen_new_tokens` tokens (eos suppressed alike: `min_new_tokens` in one, -inf
+    eos logits in the other) and their greedy outputs must agree token for token. The agreement is
+    asserted in fp32, where both compute the same function up to rounding far below the logit gaps;
+    in a bf16 run the fp32 check runs first and the bf16 outputs' agreement is reported.
+    """
+    from geovlm.serve.chat import conversation, prepare_image
+
+    device, n = settings.device, settings.gen_new_tokens
+    model, processor = shared_model(settings, settings.preset)
+    problem = synth_problems(1, settings.seed)[0]
+    question = question_of_length(settings.gen_question_tokens, settings.seed)
+    batch = processor.prepare_chat([conversation(question)], [prepare_image(problem.render(224))]).to(device)
+    ids, pixels = batch["input_ids"], batch["pixel_values"]
+    eos = model.language_model.generation_config.eos_token_id
+    eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+
+    def geo(tokens: int) -> torch.Tensor:
+        return model.generate(**batch, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+
+    def seed(tokens: int, step_times: list[float] | None = None) -> torch.Tensor:
+        return seed_generate(model, ids, pixels, tokens, suppress_ids=eos_ids, step_times=step_times)
+
+    result: dict[str, Any] = {"prompt_tokens": int(ids.shape[1]), "new_tokens": n, "batch_size": 1,
+                              "dtype": settings.dtype}  # fmt: skip
+    if settings.dtype != "fp32":  # the assertion runs in fp32 first, untimed
+        model.float()
+        fp32_geo, fp32_seed = geo(n), seed(n)
+        _assert_agree(fp32_geo, fp32_seed)
+        model.to(settings.torch_dtype)  # `encode_images` / `seed_logits` cast the pixels to match
+
+    log(f"generation: prompt {ids.shape[1]} tokens, {n} new; warm-up")
+    first_token = [timed(lambda: geo(1), device)[0] for _ in range(2)][-1]
+    geo(min(4, n))
+    seed(min(2, n))
+    geo_times, geo_out = [], None
+    for r in range(settings.gen_reps):
+        seconds, geo_out = timed(lambda: geo(n), device)
+        geo_times.append(seconds)
+        log(f"generation geovlm: rep {r + 1}/{settings.gen_reps} {seconds:.2f} s")
+    seed_times, seed_out, seed_steps = [], None, []
+    for r in range(settings.seed_gen_reps):
+        steps: list[float] = []
+        seconds, seed_out = timed(lambda steps=steps: seed(n, steps), device)
+        seed_times.append(seconds)
+        seed_steps = steps
+        log(f"generation seed loop: rep {r + 1}/{settings.seed_gen_reps} {seconds:.2f} s")
+    agree = bool(torch.equal(geo_out, seed_out))
+    if settings.dtype == "fp32":
+        _assert_agree(geo_out, seed_out)
+    result.update(
+        geovlm={"seconds": median(geo_times), "times": geo_times, "tokens_per_s": n / median(geo_times),
+                "first_token_seconds": first_token},
+        seed={"seconds": median(seed_times), "times": seed_times, "tokens_per_s": n / median(seed_times),
+              "first_token_seconds": seed_steps[0] if seed_steps else None,
+              "median_token_seconds": median(seed_steps), "last_token_seconds": seed_steps[-1] if seed_steps else None},
+        speedup=median(seed_times) / median(geo_times),
+        greedy_agree=True,  # asserted (fp32): _assert_agree raised otherwise
+        agreement_checked=True,
+        agreement_dtype="fp32",
+        agree_in_run_dtype=agree,
+        first_divergence=_first_divergence(geo_out, seed_out),
+        output_ids=geo_out[0].tolist(),
+        distinct_output_tokens=len(set(geo_out[0].tolist())),
+        load_average=load_average(),
+    )  # fmt: skip
+    return result
+
+
+def _first_divergence(a: torch.Tensor, b: torch.Tensor) -> int | None:
+    diff = (a != b).nonzero()
+    return int(diff[0, -1]) if len(diff) else None
+
+
+def _assert_agree(geo: torch.Tensor, seed: torch.Tensor) -> None:
+    if not torch.equal(geo, seed):
+        raise AssertionError(
+            f"greedy outputs differ at new token {_first_divergence(geo, seed)}: "
+            f"GeoVLM {geo[0].tolist()} vs seed loop {seed[0].tolist()}"
+        )
+
+
+# ---------------------------------------------------------------------- batched evaluation
+def evaluation(settings: Settings) -> list[dict[str, Any]]:
+    """Questions/s of `geovlm.serve.chat.answer` (processor + left-padded `GeoVLM.generate`) with
+    every question answered with exactly `eval_new_tokens` tokens (eos suppressed by `min_new_tokens`:
+    a random model would otherwise stop at random points)."""
+    from geovlm.serve.chat import answer
+
+    rows = []
+    problems = synth_problems(max(settings.eval_tiny_questions, *settings.eval_batches), settings.seed + 1)
+    images = [p.render(224) for p in problems]
+    questions = [p.prompt for p in problems]
+    plans = [("tiny", b, max(b, settings.eval_tiny_questions)) for b in settings.eval_tiny_batches]
+    if settings.preset != "tiny" or not settings.quick:
+        plans += [(settings.preset, b, b) for b in settings.eval_batches]
+    else:  # quick mode: the "real size" rows run on the tiny model too, so the code path is exercised
+        plans += [("tiny", b, b) for b in settings.eval_batches]
+    for preset, batch_size, n_questions in plans:
+        model, processor = shared_model(settings, preset)
+        if settings.dtype != "fp32":
+            model.to(settings.torch_dtype)
+        nt = settings.eval_new_tokens
+
+        def run(k: int, tokens: int, model: Any = model, processor: Any = processor, bs: int = batch_size) -> list[str]:
+            return answer(model, processor, images[:k], questions[:k], batch_size=bs,
+                          max_new_tokens=tokens, min_new_tokens=tokens)  # fmt: skip
+
+        run(batch_size, 2)  # warm-up
+        times = [timed(lambda k=n_questions, t=nt: run(k, t), settings.device)[0] for _ in range(settings.eval_reps)]
+        row = {"preset": preset, "batch_size": batch_size, "questions": n_questions, "new_tokens": nt,
+               "seconds": median(times), "times": times, "questions_per_s": n_questions / median(times),
+               "new_tokens_per_s": n_questions * nt / median(times), "load_average": load_average()}  # fmt: skip
+        log(f"eval {preset} batch {batch_size}: {row['questions_per_s']:.2f} questions/s")
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------- data path
+def _cycle(loader: Any) -> Iterator[Any]:
+    while True:
+        yield from loader
+
+
+def _time_loader(loader: Any, batches_per_rep: int, reps: int) -> list[float]:
+    """Seconds per `batches_per_rep` batches, after two warm-up batches (worker start-up, first reads)."""
+    batches = _cycle(loader)
+    for _ in range(2):
+        next(batches)
+    return [timed(lambda: list(itertools.islice(batches, batches_per_rep)), "cpu")[0] for _ in range(reps)]
+
+
+def data_path(settings: Settings) -> dict[str, Any]:
+    """Samples/s of GeoVLMDataset + GeoVLMCollator through a DataLoader (0, 2, ... workers), on a
+    freshly written synthetic dataset: captions (stage 1) and question/answer records (stage 2)."""
+    from torch.utils.data import DataLoader
+
+    from geovlm.data.collator import GeoVLMCollator
+    from geovlm.data.dataset import GeoVLMDataset
+    from geovlm.modeling import GeoVLMConfig
+    from geovlm.processing.processor import GeoVLMProcessor
+    from geovlm.synth import write_dataset
+
+    processor = GeoVLMProcessor.from_tokenizer(tokenizer(), GeoVLMConfig.from_preset(settings.preset))
+    collator = GeoVLMCollator(pad_token_id=processor.tokenizer.pad_token_id)
+    folder = Path(tempfile.mkdtemp(prefix="geovlm-bench-"))
+    result: dict[str, Any] = {"problems": settings.data_problems, "rows": []}
+    try:
+        seconds, _ = timed(lambda: write_dataset(folder, settings.data_problems, settings.seed, progress=False), "cpu")
+        result["write_seconds"] = seconds
+        for stage, name, batch_size in (("stage1", "alignment.json", settings.stage1_batch),
+                                        ("stage2", "qa_tuning.json", settings.stage2_batch)):
+            dataset = GeoVLMDataset([(str(folder / name), str(folder), 1.0)], processor, cache_lengths=False)
+            for workers in settings.data_workers:
+                loader = DataLoader(
+                    dataset, batch_size=batch_size, shuffle=True, num_workers=workers, collate_fn=collator,
+                    persistent_workers=workers > 0, generator=torch.Generator().manual_seed(settings.seed),
+                )  # fmt: skip
+                times = _time_loader(loader, settings.data_batches_per_rep, settings.reps)
+                samples_per_s = settings.data_batches_per_rep * batch_size / median(times)
+                result["rows"].append({"stage": stage, "file": name, "records": len(dataset), "workers": workers,
+                                       "batch_size": batch_size, "samples_per_s": samples_per_s, "times": times})  # fmt: skip
+                log(f"data {stage} workers={workers}: {samples_per_s:.1f} samples/s")
+                del loader  # ends its worker processes
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    result["load_average"] = load_average()
+    return result
+
+
+JOBS: dict[str, Callable[..., Any]] = {
+    "train_step": train_step,
+    "generation": generation,
+    "evaluation": evaluation,
+    "data_path": data_path,
+}
+

@@ -1,0 +1,169 @@
+"""`geovlm quickstart`: the whole pipeline on a CPU in minutes, with no download.
+
+1. `geovlm synth` writes a synthetic geometry set (training records + a held-out GeoQA-style split);
+2. a tiny GeoVLM (real Qwen2.5 tokenizer and vocabulary) trains stage 1 (projector) then stage 2;
+3. the same recipe trains a text-only baseline whose images are all blank;
+4. both are evaluated on the held-out split and a table compares them by question style.
+
+With `--vision/--llm` (real backbones) and `--data` (a folder in the README's layout) the same
+command runs the real two-stage recipe instead.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from geovlm.train.config import DataSource, TrainConfig
+
+BLANK_IMAGE = "blank.png"
+
+
+@dataclass
+class QuickstartRecipe:
+    """Everything the CPU quickstart decides; measured choices, see docs/BENCHMARKS.md."""
+
+    seed: int = 0
+    n_problems: int = 3600  # train + test
+    test_fraction: float = 0.1
+    families: dict[str, float] = field(default_factory=lambda: {"shapes": 0.8, "triangle_angle_sum": 0.2})
+    difficulty: dict[str, float] = field(default_factory=lambda: {"perception": 0.8, "one_step": 0.2})
+    render_size: int = 128
+    vision: dict[str, Any] = field(default_factory=lambda: dict(
+        image_size=64, patch_size=8, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+        num_attention_heads=4))
+    text: dict[str, Any] = field(default_factory=lambda: dict(
+        hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2))
+    merge_factor: int = 4
+    batch_size: int = 32
+    stage1_steps: int = 40
+    stage1_lr: float = 3e-3
+    stage2_steps: int = 360
+    stage2_lr: float = 3e-4  # the LM
+    stage2_projector_lr: float = 2e-3
+    stage2_vision_lr: float = 2e-3
+    max_new_tokens: int = 48
+
+
+def write_data(out: Path, recipe: QuickstartRecipe, progress: bool = True) -> Path:
+    from geovlm.synth import write_dataset
+
+    data = out / "data"
+    if not (data / "manifest.json").exists():
+        write_dataset(data, recipe.n_problems, recipe.seed, family=recipe.families, difficulty=recipe.difficulty,
+                      size=recipe.render_size, test_fraction=recipe.test_fraction, progress=progress)
+    return data
+
+
+def blank_copy(data: Path, out: Path) -> Path:
+    """The same records and questions with every image replaced by one white square: what a model
+    that cannot see learns. Only this baseline uses blank images, and it says so."""
+    blank = out / "data-blank"
+    blank.mkdir(parents=True, exist_ok=True)
+    size = json.loads((data / "manifest.json").read_text())["size"]
+    Image.new("RGB", (size, size), "white").save(blank / BLANK_IMAGE)
+    records = json.loads((data / "qa_tuning.json").read_text())
+    (blank / "qa_tuning.json").write_text(json.dumps([{**r, "image": BLANK_IMAGE} for r in records]))
+    lines = [json.loads(line) for line in (data / "test_questions.jsonl").read_text().splitlines()]
+    (blank / "test_questions.jsonl").write_text("".join(json.dumps({**q, "image": BLANK_IMAGE}) + "\n" for q in lines))
+    shutil.copy(data / "test_answers.jsonl", blank / "test_answers.jsonl")
+    return blank
+
+
+def initial_model(out: Path, recipe: QuickstartRecipe) -> Path:
+    """A fresh tiny GeoVLM saved as a folder, so both stages start through the normal loading path."""
+    from transformers import set_seed
+
+    from geovlm.modeling import GeoVLM, GeoVLMConfig
+    from geovlm.processing.processor import GeoVLMProcessor
+    from geovlm.processing.tokenizer import load_qwen_tokenizer
+
+    folder = out / "init"
+    set_seed(recipe.seed)
+    config = GeoVLMConfig.from_preset("tiny", vision=recipe.vision, text=recipe.text, merge_factor=recipe.merge_factor)
+    GeoVLM(config).save_pretrained(folder)
+    GeoVLMProcessor.from_tokenizer(load_qwen_tokenizer(), config).save_pretrained(folder)
+    return folder
+
+
+def stage_configs(init: Path, data: Path, out: Path, recipe: QuickstartRecipe, progress: bool) -> list[TrainConfig]:
+    common = dict(data=[DataSource(path=str(data / "qa_tuning.json"), images=str(data))],
+                  per_device_batch_size=recipe.batch_size, seed=recipe.seed, max_length=256, num_workers=0,
+                  logging_steps=20, save_steps=10_000, save_total_limit=1, report_to="tensorboard",
+                  progress_bar=progress, precision="fp32", sampling="random", warmup_ratio=0.05)
+    stage1 = TrainConfig(stage="pretrain", init_from=str(init), max_steps=recipe.stage1_steps,
+                         learning_rate=recipe.stage1_lr, output_dir=str(out / "stage1"), **common)
+    stage2 = TrainConfig(stage="sft", init_from=str(out / "stage1"), lm_trainable="all", train_vision=True,
+                         max_steps=recipe.stage2_steps, learning_rate=recipe.stage2_lr,
+                         projector_lr=recipe.stage2_projector_lr, vision_lr=recipe.stage2_vision_lr,
+                         output_dir=str(out / "stage2"), **common)
+    return [stage1, stage2]
+
+
+def train_and_evaluate(name: str, data: Path, out: Path, init: Path, recipe: QuickstartRecipe,
+                       progress: bool) -> dict[str, Any]:
+    from geovlm.eval.evaluate import evaluate
+    from geovlm.loading import load_pretrained
+    from geovlm.train.run import train
+
+    start = time.perf_counter()
+    for config in stage_configs(init, data, out, recipe, progress):
+        print(f"\n[quickstart] {name}: {config.stage} ({config.max_steps} steps)")
+        final = train(config)
+    train_seconds = time.perf_counter() - start
+    model, processor = load_pretrained(final)
+    report = evaluate(model, processor, data / "test_questions.jsonl", data / "test_answers.jsonl", data,
+                      out / "predictions.jsonl", batch_size=64, max_new_tokens=recipe.max_new_tokens,
+                      progress=progress)
+    (final / "eval_results.json").write_text(json.dumps(report.to_dict(), indent=2))
+    return {"model": str(final), "train_seconds": round(train_seconds, 1), "report": report}
+
+
+def style_accuracy(report: Any) -> dict[str, float]:
+    groups = report.to_dict().get("breakdowns", {}).get("style", {})
+    return {style: g["accuracy"] for style, g in groups.items()}
+
+
+def format_table(results: dict[str, dict[str, Any]]) -> str:
+    styles = sorted({s for r in results.values() for s in style_accuracy(r["report"])})
+    header = f"{'model':<28}" + "".join(f"{s + '-only' if s == 'diagram' else s + '-stated':>16}" for s in styles)
+    header += f"{'overall':>10}{'train s':>10}"
+    lines = [header]
+    for name, r in results.items():
+        acc = style_accuracy(r["report"])
+        lines.append(f"{name:<28}" + "".join(f"{acc.get(s, float('nan')):>15.1f}%" for s in styles)
+                     + f"{r['report'].accuracy:>9.1f}%{r['train_seconds']:>10.0f}")
+    return "\n".join(lines)
+
+
+def run_quickstart(out: str | Path = "out/quickstart", recipe: QuickstartRecipe | None = None,
+                   progress: bool = True, baseline: bool = True) -> dict[str, Any]:
+    recipe = recipe or QuickstartRecipe()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
+    started = time.perf_counter()
+    data = write_data(out, recipe, progress)
+    init = initial_model(out, recipe)
+    results = {"GeoVLM (sees the diagram)": train_and_evaluate("vision", data, out / "vision", init, recipe, progress)}
+    if baseline:
+        results["text-only (blank images)"] = train_and_evaluate(
+            "text-only baseline", blank_copy(data, out), out / "text-only", init, recipe, progress)
+    table = format_table(results)
+    total = time.perf_counter() - started
+    print("\n" + table)
+    print(f"\nheld-out questions: {data / 'test_questions.jsonl'}  (total time {total / 60:.1f} min)")
+    print(f"model: {results['GeoVLM (sees the diagram)']['model']}   TensorBoard: tensorboard --logdir {out}")
+    print(f"try it: geovlm ask {results['GeoVLM (sees the diagram)']['model']} {data}/images/<file>.png \"<question>\"")
+    summary = {name: {"model": r["model"], "train_seconds": r["train_seconds"], **r["report"].to_dict()}
+               for name, r in results.items()}
+    (out / "results.json").write_text(json.dumps({"table": table, "total_seconds": round(total, 1),
+                                                  "results": summary}, indent=2))
+    return {"table": table, "results": results, "total_seconds": total}
