@@ -201,3 +201,17 @@ def test_save_and_load_gives_identical_logits(tmp_path):
     torch.testing.assert_close(loaded(input_ids=ids, pixel_values=pixels).logits, before, rtol=0, atol=0)
     lm = loaded.language_model
     assert lm.lm_head.weight.data_ptr() == lm.model.embed_tokens.weight.data_ptr()
+
+
+def test_image_free_batch_still_trains_the_connector():
+    """Stage 1 on a text-only batch: the loss must still reach the projector (and DDP must see it used)."""
+    model = tiny().train()
+    model.vision_tower.requires_grad_(False)
+    model.language_model.requires_grad_(False)
+    ids = torch.tensor([[IM_START, 872, 198, 100, 101, IM_END, 198, IM_START, 77091, 198, 102, IM_END]])
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    grad = model.projector.linear_1.weight.grad
+    assert grad is not None and torch.count_nonzero(grad) == 0  # used, contributing exactly zero
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids, labels=ids).loss, loss.detach())

@@ -87,3 +87,24 @@ def test_processor_round_trips_with_its_settings(tmp_path, tokenizer):
     assert loaded.encode_conversation(CONVERSATION).input_ids == processor.encode_conversation(CONVERSATION).input_ids
     image = Image.new("RGB", (64, 64), (10, 200, 30))
     assert torch.equal(loaded.preprocess_images([image]), processor.preprocess_images([image]))
+
+
+def test_a_tokenizer_template_that_injects_a_system_turn_is_not_used(tokenizer):
+    """Qwen2.5's own template adds "You are Qwen…" to any message list without a system turn;
+    per-turn labelling would break on it, so the processor keeps its own ChatML template."""
+    injecting = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
+    injecting.chat_template = (
+        "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are Qwen.<|im_end|>\n{% endif %}"
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    config = GeoVLMConfig.from_preset("tiny")
+    ours = GeoVLMProcessor.from_tokenizer(tokenizer, config).encode_conversation(CONVERSATION)
+    theirs = GeoVLMProcessor.from_tokenizer(injecting, config).encode_conversation(CONVERSATION)
+    assert theirs == ours
+
+
+def test_training_and_inference_prompts_agree_on_untidy_whitespace(tiny_pair):
+    _, processor = tiny_pair
+    turns = [{"role": "user", "content": "  <image>\nFind x.  \n"}]
+    prompt_ids = processor.tokenizer.encode(processor.build_prompt(turns), add_special_tokens=False)
+    assert prompt_ids == processor.encode_conversation(turns, add_generation_prompt=True).input_ids

@@ -6,7 +6,6 @@ import os
 from typing import Any
 
 import torch
-from transformers import AutoProcessor
 
 from geovlm.convert.seed import convert_seed_checkpoint, read_seed_config
 from geovlm.modeling import GeoVLM, GeoVLMConfig
@@ -54,5 +53,3 @@ def build_tiny(**config_overrides: Any) -> tuple[GeoVLM, GeoVLMProcessor]:
     processor = GeoVLMProcessor.from_tokenizer(load_qwen_tokenizer(), config)
     return model, processor
 
-
-AutoProcessor.register(GeoVLMConfig, GeoVLMProcessor, exist_ok=True)

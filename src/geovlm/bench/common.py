@@ -58,9 +58,9 @@ class Settings:
         (~8 min on an H200). Quick: the tiny model everywhere (<1 min)."""
         if quick:
             return cls(
-                device=device, dtype="fp32", quick=True, preset="tiny", warmup=1, reps=2, stage2_last_n=1,
-                population=64, gen_new_tokens=12, gen_reps=2, eval_new_tokens=8, eval_batches=[1, 4],
-                eval_tiny_batches=[1, 4, 16], eval_tiny_questions=16, eval_reps=1, data_problems=24,
+                device=device, dtype="fp32", quick=True, preset="tiny", warmup=1, reps=2, stage1_batch=2,
+                stage2_batch=1, stage2_last_n=1, population=64, gen_new_tokens=8, gen_reps=2, eval_new_tokens=4,
+                eval_batches=[1, 4], eval_tiny_batches=[1, 4, 16], eval_tiny_questions=1, eval_reps=1, data_problems=24,
                 data_workers=[0, 2], data_batches_per_rep=3, roofline_n=512,
             )  # fmt: skip
         if device.startswith("cuda"):

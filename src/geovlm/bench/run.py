@@ -14,7 +14,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -76,25 +75,93 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 # ---------------------------------------------------------------------- running jobs
-def run_job(settings: Settings, job: str, isolate: bool, **params: Any) -> Any:
-    """A job from `geovlm.bench.sections.JOBS`, in a fresh interpreter when `isolate`."""
-    if not isolate:
-        from geovlm.bench.sections import JOBS
+class RemoteRunner:
+    """A `TrainStepRunner` in a fresh interpreter (see `geovlm.bench.worker` for the protocol)."""
 
-        return JOBS[job](settings, **params)
-    import geovlm
+    def __init__(self, settings: Settings, **params: Any) -> None:
+        import geovlm
+        from geovlm.bench.worker import PREFIX
 
-    package_root = str(Path(geovlm.__file__).resolve().parents[1])  # also works from a source checkout
-    env = dict(os.environ)
-    env["PYTHONPATH"] = package_root + os.pathsep + env.get("PYTHONPATH", "") if env.get("PYTHONPATH") else package_root
-    with tempfile.TemporaryDirectory(prefix="geovlm-bench-job-") as tmp:
-        params_path, out_path = Path(tmp) / "params.json", Path(tmp) / "out.json"
-        params_path.write_text(json.dumps({"settings": settings.to_dict(), **params}))
-        proc = subprocess.run([sys.executable, "-m", "geovlm.bench.worker", job, str(params_path), str(out_path)],
-                              env=env)  # fmt: skip
-        if proc.returncode != 0 or not out_path.is_file():
-            raise RuntimeError(f"benchmark job {job} {params} failed (exit status {proc.returncode})")
-        return json.loads(out_path.read_text())
+        self.prefix = PREFIX
+        self.name = " ".join(str(v) for v in params.values())
+        package_root = str(Path(geovlm.__file__).resolve().parents[1])  # also right for a source checkout
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        payload = json.dumps({"settings": settings.to_dict(), **params})
+        self.proc = subprocess.Popen([sys.executable, "-m", "geovlm.bench.worker", payload], env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+
+    def _read(self) -> Any:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith(self.prefix):
+                message = json.loads(line[len(self.prefix) :])
+                if "error" in message:
+                    raise RuntimeError(f"benchmark worker {self.name} failed:\n{message['error']}")
+                return message["ok"]
+            sys.stderr.write(line)  # library output: pass it on, keep the protocol clean
+        raise RuntimeError(f"benchmark worker {self.name} exited (status {self.proc.wait()})")
+
+    def ready(self) -> None:
+        self._read()
+
+    def call(self, command: dict[str, Any]) -> Any:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+class LocalRunner:
+    """The same interface in this process (`--no-isolate`)."""
+
+    def __init__(self, settings: Settings, **params: Any) -> None:
+        from geovlm.bench.sections import TrainStepRunner
+
+        self.runner = TrainStepRunner(settings, **params)
+
+    def ready(self) -> None:
+        pass
+
+    def call(self, command: dict[str, Any]) -> Any:
+        return self.runner.handle(command)
+
+    def close(self) -> None:
+        self.runner = None
+
+
+def paired_training(settings: Settings, stage: str, variants: list[str]) -> dict[str, Any]:
+    """Warm-ups, then repetition i of every variant, alternating which goes first (ABBA), so that a
+    change in background load between repetitions falls on all variants alike."""
+    runner_cls = RemoteRunner if settings.isolate else LocalRunner
+    runners: dict[str, Any] = {}
+    try:
+        for variant in variants:  # isolated workers build their models concurrently
+            runners[variant] = runner_cls(settings, stage=stage, variant=variant)
+        for runner in runners.values():
+            runner.ready()
+        for _ in range(settings.warmup):
+            for runner in runners.values():
+                runner.call({"cmd": "warmup"})
+        order = list(runners.values())
+        for i in range(settings.reps):
+            for runner in order if i % 2 == 0 else order[::-1]:
+                runner.call({"cmd": "rep", "i": i})
+        return {variant: runner.call({"cmd": "result"}) for variant, runner in runners.items()}
+    finally:
+        for runner in runners.values():
+            runner.close()
+
+
+def run_job(settings: Settings, job: str, **params: Any) -> Any:
+    from geovlm.bench.sections import JOBS
+
+    return JOBS[job](settings, **params)
 
 
 def ratios(geo: dict[str, Any], seed: dict[str, Any]) -> dict[str, float]:
@@ -145,24 +212,37 @@ def run(settings: Settings) -> dict[str, Any]:
     from geovlm.bench import common, sections
 
     start = time.perf_counter()
-    results: dict[str, Any] = {"settings": settings.to_dict(), "meta": machine_info(settings)}
+    results: dict[str, Any] = {"settings": settings.to_dict(), "meta": machine_info(settings), "section_seconds": {}}
+    clock = [start]
+
+    def lap(name: str) -> None:  # wall seconds per section, for the time budget
+        now = time.perf_counter()
+        results["section_seconds"][name] = round(now - clock[0], 1)
+        clock[0] = now
+        log(f"{name}: {now - start:.0f} s since start")
+
     results["meta"].update(load_average_start=load_average(), uptime_start=uptime())
     if "roofline" in settings.sections:
         results["roofline"] = {"start": common.roofline(settings)}
         log(f"roofline: {results['roofline']['start']['flops_per_s'] / 1e9:.1f} GFLOP/s")
+        lap("roofline")
     if "data" in settings.sections:
-        results["data"] = run_job(settings, "data_path", isolate=False)
+        results["data"] = run_job(settings, "data_path")
+        lap("data")
     for stage in ("stage1", "stage2"):
         if stage not in settings.sections:
             continue
         variants = ["geovlm", "seed"] + (["geovlm+flce"] if settings.fused_ce else [])
-        block = {v: run_job(settings, "train_step", settings.isolate, stage=stage, variant=v) for v in variants}
+        block = paired_training(settings, stage, variants)
         block["ratios"] = ratios(block["geovlm"], block["seed"])
         results[stage] = block
+        lap(stage)
     if "generation" in settings.sections:
-        results["generation"] = run_job(settings, "generation", isolate=False)
+        results["generation"] = run_job(settings, "generation")
+        lap("generation")
     if "eval" in settings.sections:
-        results["eval"] = run_job(settings, "evaluation", isolate=False)
+        results["eval"] = run_job(settings, "evaluation")
+        lap("eval")
     sections.release_models()
     if "roofline" in settings.sections:
         results["roofline"]["end"] = common.roofline(settings)

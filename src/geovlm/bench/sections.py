@@ -52,99 +52,135 @@ def _geovlm_flce_loss(model: Any, batch: dict[str, Any], flce: Callable) -> torc
     return flce(model.language_model.lm_head.weight, hidden[:, :-1][keep], targets[keep])
 
 
-def train_step(settings: Settings, stage: str, variant: str) -> dict[str, Any]:
-    """Median seconds of one optimiser step (forward, backward, AdamW) for one variant and stage.
+class TrainStepRunner:
+    """One training-step variant, driven step by step so that two variants can be interleaved in time.
 
     Stage 1 trains the projector only; stage 2 the projector, the last `stage2_last_n` LM layers and
-    the final norm (GeoVLM's `apply_recipe` sets `requires_grad` for both variants alike). Timed
-    batches are the epoch's quantile batches of the variant's own sampler: length-grouped for
-    GeoVLM (its trainer's default), random for the seed (see `Workload.representative_batches`).
+    the final norm (GeoVLM's `apply_recipe` sets `requires_grad` for both variants alike). A step is
+    forward, backward, AdamW. Timed batches are the epoch's quantile batches of the variant's own
+    sampler: length-grouped for GeoVLM (its trainer's default), random for the seed (see
+    `Workload.representative_batches`); repetition `i` runs batch `i`, shortest first.
     """
-    from geovlm.train.config import TrainConfig
-    from geovlm.train.recipes import apply_recipe, count_parameters
 
-    if variant not in TRAIN_VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}")
-    device = settings.device
-    memory = PeakMemory(device)
-    t0 = time.perf_counter()
-    model, processor = build_model(settings.preset, seed=settings.seed)
-    if stage == "stage1":
-        recipe = TrainConfig(stage="pretrain")
-    else:
-        recipe = TrainConfig(stage="sft", lm_trainable="last_n", lm_last_n_layers=settings.stage2_last_n)
-    apply_recipe(model, recipe)
-    counts = count_parameters(model)
-    model.to(device).train()
-    build_seconds = time.perf_counter() - t0
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-5, fused=device.startswith("cuda") or None)
-    pad_id = processor.tokenizer.pad_token_id
+    def __init__(self, settings: Settings, stage: str, variant: str) -> None:
+        from geovlm.train.config import TrainConfig
+        from geovlm.train.recipes import apply_recipe, count_parameters
 
-    flce = _fused_ce_loss_fn() if variant == "geovlm+flce" else None
-    if variant == "geovlm+flce" and flce is None:
-        return {"variant": variant, "skipped": "liger_kernel is not installed"}
+        if variant not in TRAIN_VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}")
+        self.settings, self.stage, self.variant = settings, stage, variant
+        self.skipped = None
+        self.flce = _fused_ce_loss_fn() if variant == "geovlm+flce" else None
+        if variant == "geovlm+flce" and self.flce is None:
+            self.skipped = "liger_kernel is not installed"
+            return
+        device = settings.device
+        t0 = time.perf_counter()
+        self.model, processor = build_model(settings.preset, seed=settings.seed)
+        if stage == "stage1":
+            recipe = TrainConfig(stage="pretrain")
+        else:
+            recipe = TrainConfig(stage="sft", lm_trainable="last_n", lm_last_n_layers=settings.stage2_last_n)
+        apply_recipe(self.model, recipe)
+        self.counts = count_parameters(self.model)
+        self.model.to(device).train()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=1e-5, fused=device.startswith("cuda") or None)
+        self.pad_id = processor.tokenizer.pad_token_id
+        self.workload = Workload(stage, processor, settings.population, settings.seed)
+        self.batch_size = settings.stage1_batch if stage == "stage1" else settings.stage2_batch
+        self.indices, self.padding = self.workload.representative_batches(
+            self.batch_size, grouped=variant != "seed", k=settings.reps
+        )
+        collate = self.workload.seed_batch if variant == "seed" else self.workload.geovlm_batch
+        self.batches = [to_device(collate(b), device) for b in self.indices]
+        self.middle = len(self.batches) // 2  # the epoch's median batch: warm-up, FLOP count, FLOP/s
+        self.build_seconds = time.perf_counter() - t0
+        self.warmups = 0
+        self.flops = 0
+        self.times: list[float | None] = [None] * len(self.batches)
+        self.losses: list[float | None] = [None] * len(self.batches)
+        self.memory = PeakMemory(device)
+        self.memory.start()
+        log(f"{stage} {variant}: built in {self.build_seconds:.1f} s")
 
-    def loss_of(batch: dict[str, Any]) -> torch.Tensor:
-        with autocast(settings):
-            if variant == "seed":
-                return seed_loss(model, batch, pad_id)
-            if flce is not None:
-                return _geovlm_flce_loss(model, batch, flce)
-            return model(**batch).loss
+    def _loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        with autocast(self.settings):
+            if self.variant == "seed":
+                return seed_loss(self.model, batch, self.pad_id)
+            if self.flce is not None:
+                return _geovlm_flce_loss(self.model, batch, self.flce)
+            return self.model(**batch).loss
 
-    def step(batch: dict[str, Any]) -> float:
-        loss = loss_of(batch)
+    def _step(self, batch: dict[str, Any]) -> float:
+        loss = self._loss(batch)
         loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
         return float(loss.detach())
 
-    workload = Workload(stage, processor, settings.population, settings.seed)
-    batch_size = settings.stage1_batch if stage == "stage1" else settings.stage2_batch
-    indices, padding = workload.representative_batches(batch_size, grouped=variant != "seed", k=settings.reps)
-    collate = workload.seed_batch if variant == "seed" else workload.geovlm_batch
-    batches = [to_device(collate(b), device) for b in indices]
-    middle = len(batches) // 2  # the epoch's median batch: warm-up, FLOP count, achieved FLOP/s
+    def warmup(self) -> float:
+        """An untimed step on the median batch; the first one, eager, counts the FLOPs."""
+        batch = self.batches[self.middle]
+        if self.warmups == 0:
+            with count_flops() as flops:
+                seconds, _ = timed(lambda: self._step(batch), self.settings.device)
+            self.flops = flops["total"]
+            if self.settings.compile:
+                self.model.vision_tower.compile(dynamic=True)
+                self.model.language_model.model.compile(dynamic=True)
+        else:
+            seconds, _ = timed(lambda: self._step(batch), self.settings.device)
+        self.warmups += 1
+        return seconds
 
-    memory.start()
-    log(f"{stage} {variant}: built in {build_seconds:.1f} s; warm-up (FLOP-counted)")
-    with count_flops() as flops:
-        step(batches[middle])  # first warm-up, eager: FLOPs of the median batch
-    if settings.compile:
-        model.vision_tower.compile(dynamic=True)
-        model.language_model.model.compile(dynamic=True)
-    for _ in range(max(0, settings.warmup - 1)):
-        step(batches[middle])
-    times, losses = [], []
-    for n, batch in enumerate(batches):
-        seconds, loss = timed(lambda batch=batch: step(batch), device)
-        times.append(seconds)
-        losses.append(loss)
-        log(f"{stage} {variant}: rep {n + 1}/{len(batches)} {seconds:.2f} s (padded length {batch['input_ids'].shape[1]})")
-    seconds = median(times)
-    real_tokens = sum(len(workload.sample(i)["input_ids"]) for b in indices for i in b)
-    result = {
-        "stage": stage,
-        "variant": variant,
-        "batch_size": batch_size,
-        "seconds_per_step": seconds,
-        "samples_per_s": batch_size / seconds,
-        "real_tokens_per_s": real_tokens / sum(times),
-        "times": times,
-        "padded_lengths": [int(b["input_ids"].shape[1]) for b in batches],
-        "flops_median_batch": flops["total"],
-        "achieved_flops_per_s": flops["total"] / times[middle],
-        "flop_count_method": "torch.utils.flop_counter.FlopCounterMode (median batch, forward+backward)",
-        "memory": memory.report(),
-        "padding": padding,
-        "trainable_parameters": {k: v["trainable"] for k, v in counts.items()},
-        "losses": losses,
-        "attn_implementation": model.config.text_config._attn_implementation,
-        "build_seconds": build_seconds,
-        "load_average": load_average(),
-    }
-    return result
+    def rep(self, i: int) -> float:
+        batch = self.batches[i]
+        seconds, self.losses[i] = timed(lambda: self._step(batch), self.settings.device)
+        self.times[i] = seconds
+        log(f"{self.stage} {self.variant}: rep {i + 1}/{len(self.batches)} {seconds:.2f} s "
+            f"(padded length {batch['input_ids'].shape[1]})")  # fmt: skip
+        return seconds
+
+    def result(self) -> dict[str, Any]:
+        if self.skipped:
+            return {"variant": self.variant, "skipped": self.skipped}
+        times = [t for t in self.times if t is not None]
+        seconds = median(times)
+        real_tokens = sum(len(self.workload.sample(i)["input_ids"]) for b in self.indices for i in b)
+        middle_time = self.times[self.middle] or seconds
+        return {
+            "stage": self.stage,
+            "variant": self.variant,
+            "batch_size": self.batch_size,
+            "seconds_per_step": seconds,
+            "samples_per_s": self.batch_size / seconds,
+            "real_tokens_per_s": real_tokens / sum(times),
+            "times": times,
+            "padded_lengths": [int(b["input_ids"].shape[1]) for b in self.batches],
+            "flops_median_batch": self.flops,
+            "achieved_flops_per_s": self.flops / middle_time,
+            "flop_count_method": "torch.utils.flop_counter.FlopCounterMode (median batch, forward+backward)",
+            "memory": self.memory.report(),
+            "padding": self.padding,
+            "trainable_parameters": {k: v["trainable"] for k, v in self.counts.items()},
+            "losses": self.losses,
+            "attn_implementation": self.model.config.text_config._attn_implementation,
+            "build_seconds": self.build_seconds,
+            "load_average": load_average(),
+        }
+
+    def handle(self, command: dict[str, Any]) -> Any:
+        """One command of the interleaving protocol (see `geovlm.bench.worker`)."""
+        if self.skipped and command["cmd"] != "result":
+            return None
+        if command["cmd"] == "warmup":
+            return self.warmup()
+        if command["cmd"] == "rep":
+            return self.rep(int(command["i"]))
+        if command["cmd"] == "result":
+            return self.result()
+        raise ValueError(f"unknown command {command!r}")
 
 
 # ---------------------------------------------------------------------- prompts and images
@@ -361,7 +397,6 @@ def data_path(settings: Settings) -> dict[str, Any]:
 
 
 JOBS: dict[str, Callable[..., Any]] = {
-    "train_step": train_step,
     "generation": generation,
     "evaluation": evaluation,
     "data_path": data_path,

@@ -82,7 +82,11 @@ class GeoVLM(GeoVLMPreTrainedModel):
             sub.pop("_name_or_path", None)
         config = GeoVLMConfig(vision_config=vision_dict, text_config=text_dict, **config_overrides)
         model = cls(config)
-        model.vision_tower.load_state_dict(vision_tower.state_dict(), strict=False)
+        missing, unexpected = model.vision_tower.load_state_dict(vision_tower.state_dict(), strict=False)
+        unexpected = [k for k in unexpected if not k.startswith("head.")]  # the unused pooling head
+        if missing or unexpected:
+            raise ValueError(f"vision weights from {vision} do not fit: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
         model.language_model.load_state_dict(language_model.state_dict())
         model.language_model.tie_weights()
         if dtype is not None:
@@ -119,7 +123,7 @@ class GeoVLM(GeoVLMPreTrainedModel):
         if pixel_values is None or pixel_values.shape[0] == 0:
             if n_pads:
                 raise ValueError(f"input_ids hold {n_pads} <|image_pad|> tokens but no pixel_values were given")
-            return embeds
+            return embeds + self._unused_connector_term(embeds)
         features = self.encode_images(pixel_values)
         n_images, per_image = features.shape[:2]
         if n_pads != features.shape[0] * per_image:
@@ -129,6 +133,16 @@ class GeoVLM(GeoVLMPreTrainedModel):
                 f"{per_image} pad tokens"
             )
         return embeds.masked_scatter(image_mask.unsqueeze(-1), features.to(embeds.dtype))
+
+    def _unused_connector_term(self, embeds: torch.Tensor) -> torch.Tensor | float:
+        """A zero that depends on every trainable vision/projector weight, for image-free batches:
+        without it stage 1 has no gradient at all, and DDP errors on parameters a step did not use."""
+        connector = [*self.projector.parameters(), *self.vision_tower.parameters()]
+        if not (self.training and torch.is_grad_enabled() and any(p.requires_grad for p in connector)):
+            return 0.0
+        size = self.config.vision_config.image_size
+        blank = embeds.new_zeros(1, 3, size, size)
+        return self.encode_images(blank).sum() * 0.0
 
     # ----------------------------------------------------------------- forward
     def forward(
@@ -218,11 +232,11 @@ class GeoVLM(GeoVLMPreTrainedModel):
     def _processor(self) -> Any:
         processor = getattr(self, "processor", None)
         if processor is None:
-            from transformers import AutoProcessor
+            from geovlm.processing.processor import GeoVLMProcessor
 
             if not self.name_or_path:
                 raise ValueError("this model has no processor attached: pass processor=")
-            processor = self.processor = AutoProcessor.from_pretrained(self.name_or_path)
+            processor = self.processor = GeoVLMProcessor.from_pretrained(self.name_or_path)
         return processor
 
     def _pad_token_id(self) -> int | None:

@@ -12,7 +12,9 @@ from typing import Any
 
 import torch
 from PIL import Image
-from transformers import BatchFeature, ProcessorMixin
+from transformers import AutoProcessor, BatchFeature, ProcessorMixin
+
+from geovlm.processing.tokenizer import CHATML_TEMPLATE
 
 IMAGE_TAG = "<image>"
 IGNORE_INDEX = -100
@@ -48,7 +50,8 @@ def normalize_turns(turns: Iterable[Mapping[str, str] | Any]) -> list[dict[str, 
             raise ValueError(f"unknown role {role!r}; expected one of {sorted(ROLE_ALIASES)}")
         if not isinstance(content, str):
             raise ValueError(f"turn content must be a string, got {type(content).__name__}")
-        messages.append({"role": ROLE_ALIASES[role], "content": content})
+        # Stripped here, for training and inference alike, so both tokenize a turn the same way.
+        messages.append({"role": ROLE_ALIASES[role], "content": content.strip()})
     return messages
 
 
@@ -81,7 +84,9 @@ class GeoVLMProcessor(ProcessorMixin):
         self.vision_start_token = vision_start_token
         self.vision_end_token = vision_end_token
         self.system_prompt = system_prompt
-        super().__init__(image_processor, tokenizer, chat_template=chat_template or tokenizer.chat_template)
+        # Always our ChatML template, never the tokenizer's own: Qwen2.5's injects "You are Qwen…" when a
+        # rendered message list does not start with a system turn, which per-turn labelling relies on.
+        super().__init__(image_processor, tokenizer, chat_template=chat_template or CHATML_TEMPLATE)
         self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
 
     # ----------------------------------------------------------------- construction
@@ -164,7 +169,7 @@ class GeoVLMProcessor(ProcessorMixin):
         labels: list[int] = []
         num_images = 0
         for message in messages:
-            content = message["content"].strip()
+            content = message["content"]
             num_images += content.count(IMAGE_TAG)
             if message["role"] != "assistant":
                 ids = self._encode(self.render([{**message, "content": content}]))
@@ -232,3 +237,13 @@ class GeoVLMProcessor(ProcessorMixin):
 
     def decode(self, *args: Any, **kwargs: Any) -> str:
         return self.tokenizer.decode(*args, **kwargs)
+
+
+# Registered here (not in modeling) so that AutoProcessor finds it wherever the processor is imported.
+def _register() -> None:
+    from geovlm.modeling.config import GeoVLMConfig
+
+    AutoProcessor.register(GeoVLMConfig, GeoVLMProcessor, exist_ok=True)
+
+
+_register()

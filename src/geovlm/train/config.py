@@ -128,6 +128,9 @@ class TrainConfig:
             raise ValueError("stage 'pretrain' trains the projector only: set lm_trainable=none, train_vision=false")
         if self.lm_trainable == "last_n" and self.lm_last_n_layers < 1:
             raise ValueError("lm_last_n_layers must be at least 1")
+        if self.lm_trainable == "lora" and not self.lora_merge_on_save and not self.init_from:
+            raise ValueError("LoRA adapters saved alone need a base folder to point to: set init_from "
+                             "(or lora_merge_on_save: true)")
 
     @property
     def effective_projector_lr(self) -> float:

@@ -26,7 +26,8 @@ def build_model(config: TrainConfig) -> tuple[GeoVLM, GeoVLMProcessor]:
     if config.init_from:
         from geovlm.loading import load_pretrained
 
-        model, processor = load_pretrained(config.init_from)
+        # Absolute, so that LoRA adapters saved alone point to their base from any working directory.
+        model, processor = load_pretrained(os.path.abspath(config.init_from))
     elif config.preset:
         from geovlm.processing.tokenizer import load_qwen_tokenizer
 
@@ -135,8 +136,8 @@ def train(config: TrainConfig, *, train_dataset: Any = None, callbacks: list | N
     trainer.train(resume_from_checkpoint=resume_from)
     print(f"[geovlm] data: {trainer.skips.report()}")
     out = Path(config.output_dir)
+    save_final(trainer, processor, out, config)
     if trainer.is_world_process_zero():
-        save_final(trainer.model, processor, out, config)
         write_model_card(out, config, model.config, trainable=counts)
         if config.push_to_hub:
             push_folder(out, config)
@@ -156,18 +157,38 @@ def push_folder(folder: Path, config: TrainConfig) -> None:
     print(f"[geovlm] pushed to https://huggingface.co/{repo_id}")
 
 
-def save_final(model: Any, processor: GeoVLMProcessor, out: Path, config: TrainConfig) -> None:
-    """Write the final model into `out` so that a crash mid-write never leaves a half-written folder:
-    everything goes to a staging folder first and `config.json` is moved in last."""
+# What a final model folder holds; cleared before a new one is moved in, so that files of an earlier
+# run (adapters of a LoRA run, another shard layout) can never mix with this one's.
+MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "model-*.safetensors",
+               "adapter_config.json", "adapter_model.safetensors", "generation_config.json",
+               "processor_config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
+               "chat_template.jinja", "special_tokens_map.json")
+
+
+def save_final(trainer: GeoVLMTrainer, processor: GeoVLMProcessor, out: Path, config: TrainConfig) -> None:
+    """Write the final model into `out` through a staging folder: old model files are removed first
+    and `config.json` moves in last, so an interrupted save leaves a folder that refuses to load
+    rather than one that mixes two runs. Every rank takes part (ZeRO-3 gathers its shards)."""
     staging = out / ".final-staging"
-    shutil.rmtree(staging, ignore_errors=True)
+    if trainer.is_world_process_zero():
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
     if config.lm_trainable == "lora" and config.lora_merge_on_save:
-        model = model.merge_and_unload()
-    model.save_pretrained(staging)
-    processor.save_pretrained(staging)
-    names = sorted(p.name for p in staging.iterdir())
-    for name in [n for n in names if n != "config.json"] + ["config.json"]:
-        if (staging / name).exists():
-            os.replace(staging / name, out / name)
-    staging.rmdir()
-    print(f"[geovlm] final model: {out}")
+        if trainer.is_deepspeed_enabled and "3" in str(trainer.accelerator.state.deepspeed_plugin.zero_stage):
+            raise ValueError("merging LoRA under ZeRO-3 is not supported: set lora_merge_on_save: false")
+        if trainer.is_world_process_zero():
+            trainer.model.merge_and_unload().save_pretrained(staging)
+    else:
+        trainer.save_model(str(staging))  # gathers ZeRO-3 shards; PEFT models save their adapters
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(staging)
+        for pattern in MODEL_FILES:
+            for stale in out.glob(pattern):
+                stale.unlink()
+        names = sorted(p.name for p in staging.iterdir() if p.is_file())
+        for name in [n for n in names if n != "config.json"] + ["config.json"]:
+            if (staging / name).exists():
+                os.replace(staging / name, out / name)
+        shutil.rmtree(staging, ignore_errors=True)
+        print(f"[geovlm] final model: {out}")
+    trainer.accelerator.wait_for_everyone()

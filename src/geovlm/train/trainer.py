@@ -13,7 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
+from transformers.trainer_utils import rotate_checkpoints
+
+from geovlm.data.dataset import SKIP_REASONS, DataQualityError, SkipCounter
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +34,6 @@ class GeoVLMTrainer(Trainer):
         min_samples_for_budget: int = 200,
         **kwargs: Any,
     ) -> None:
-        from geovlm.data.dataset import SkipCounter
-
         super().__init__(*args, **kwargs)
         self.part_lrs = part_lrs or {}
         self.max_bad_fraction = max_bad_fraction
@@ -74,10 +75,10 @@ class GeoVLMTrainer(Trainer):
         lengths = getattr(dataset, "lengths", None)
         if self.args.train_sampling_strategy == "group_by_length" and lengths is not None:
             # Lengths come from the text alone; the default would load every image to measure them.
-            return LengthGroupedSampler(
+            return EpochLengthGroupedSampler(
                 self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                dataset=dataset,
                 lengths=list(lengths),
+                seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
             )
         return super()._get_train_sampler(train_dataset)
 
@@ -103,21 +104,44 @@ class GeoVLMTrainer(Trainer):
             self._tokens_since_log, self._last_log_time = 0, now
             for reason, count in sorted(self.skips.items()):
                 logs[f"skipped/{reason}"] = count
-            if self.skips.seen >= self.min_samples_for_budget:
-                self.skips.check_budget(max_bad_fraction=self.max_bad_fraction)  # fail early, not at the end
+            self.check_skip_budget(final=False)
         super().log(logs, start_time)
+
+    def check_skip_budget(self, final: bool) -> None:
+        """Stop when too many samples were unusable. Counts are summed over all ranks first, so that
+        every rank decides alike (one rank raising alone would leave the others hanging)."""
+        reasons = sorted(set(SKIP_REASONS) | set(self.skips))
+        local = torch.tensor([self.skips.seen] + [self.skips[r] for r in reasons], dtype=torch.float64)
+        total = self.accelerator.reduce(local.to(self.accelerator.device), reduction="sum").cpu()
+        seen, bad = int(total[0]), int(total[1:].sum())
+        if not final and seen < self.min_samples_for_budget:
+            return
+        if seen and bad / seen > self.max_bad_fraction:
+            self.skips.check_budget(total_seen=self.skips.seen, max_bad_fraction=self.max_bad_fraction)
+            # Other ranks may have been fine locally; the global share is what counts.
+            raise DataQualityError(
+                f"{bad} of {seen} samples ({100 * bad / seen:.1f}%) across all ranks were unusable, more than "
+                f"max_bad_fraction={100 * self.max_bad_fraction:g}%; run `geovlm data check` to list them")
 
     # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
-        super()._save_checkpoint(model, trial)
+        # Rotation must only ever delete checkpoints once a newer one is complete: hold it back
+        # while the parent writes, mark the new folder complete, then rotate among complete ones.
+        limit, self.args.save_total_limit = self.args.save_total_limit, None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
         # Every rank has written its part (RNG state, shards) before the folder is declared complete.
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
-            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
-            marker = folder / COMPLETE_MARKER
+            run_dir = Path(self._get_output_dir(trial=trial))
+            marker = run_dir / f"checkpoint-{self.state.global_step}" / COMPLETE_MARKER
             tmp = marker.with_suffix(".tmp")
             tmp.write_text(f"{self.state.global_step}\n")
             os.replace(tmp, marker)
+            rotate_checkpoints(output_dir=str(run_dir), save_total_limit=limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
 
 
 class SkipReportCallback(TrainerCallback):
@@ -127,9 +151,25 @@ class SkipReportCallback(TrainerCallback):
         self.trainer = trainer
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        skips = self.trainer.skips
-        print(f"[geovlm] epoch {state.epoch:.2f}: {skips.report()}")
-        skips.check_budget(max_bad_fraction=self.trainer.max_bad_fraction)
+        if state.is_world_process_zero:
+            print(f"[geovlm] epoch {state.epoch:.2f}: {self.trainer.skips.report()}")
+        self.trainer.check_skip_budget(final=True)
+
+
+class EpochLengthGroupedSampler(LengthGroupedSampler):
+    """Length grouping whose order depends only on (seed, epoch): a resumed run skips exactly the
+    batches it had already seen, in any epoch (the stock sampler draws from the global RNG)."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):  # noqa: ANN204 - same signature as the parent
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
 
 
 def last_complete_checkpoint(output_dir: str | os.PathLike, set_aside: bool = True) -> str | None:
