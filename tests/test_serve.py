@@ -138,3 +138,14 @@ def test_ask_errors_are_one_line(case, model_dir, tmp_path, capsys):
     assert cli_main(["ask", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("geovlm ask: error:")
+
+
+def test_eval_counts_a_question_with_a_missing_image_as_wrong_and_goes_on(tmp_path, model_dir):
+    write_split(tmp_path)
+    (tmp_path / "images" / "2.png").unlink()
+    out = tmp_path / "pred.jsonl"
+    assert cli_main(["eval", str(model_dir), "--questions", str(tmp_path / "test_questions.jsonl"), "--answers",
+                     str(tmp_path / "test_answers.jsonl"), "--images", str(tmp_path), "--out", str(out),
+                     "--max-new-tokens", "4"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 5 and rows[2]["error"].startswith("image missing") and rows[2]["text"] == ""

@@ -49,7 +49,8 @@ def evaluate(
     `text` = the whole generation, `extracted` = our letter), then scored when answers are given."""
     from tqdm.auto import tqdm
 
-    from geovlm.serve.chat import answer
+    from geovlm.data.images import ImageLoadError
+    from geovlm.serve.chat import answer, prepare_image
 
     questions = read_questions(questions_path)[:limit]
     out = Path(predictions_path)
@@ -61,12 +62,22 @@ def evaluate(
         for start in range(0, len(questions), batch_size):
             chunk = questions[start : start + batch_size]
             prompts = [prompt_template.format(text=q["text"]) for q in chunk]
-            images = [Path(images_dir) / q["image"] if q.get("image") else None for q in chunk]
-            replies = answer(model, processor, images, prompts, batch_size=batch_size,
-                             max_new_tokens=max_new_tokens)
-            for q, prompt, reply in zip(chunk, prompts, replies, strict=True):
+            images, errors = [], {}
+            for i, q in enumerate(chunk):
+                try:  # one unreadable image costs its question, not the whole run
+                    images.append(prepare_image(Path(images_dir) / q["image"]) if q.get("image") else None)
+                except ImageLoadError as err:
+                    images.append(None)
+                    errors[i] = f"image {err.reason}: {q['image']}"
+            keep = [i for i in range(len(chunk)) if i not in errors]
+            replies = dict(zip(keep, answer(model, processor, [images[i] for i in keep], [prompts[i] for i in keep],
+                                            batch_size=batch_size, max_new_tokens=max_new_tokens), strict=True))
+            for i, (q, prompt) in enumerate(zip(chunk, prompts, strict=True)):
+                reply = replies.get(i, "")
                 record = {"question_id": q["question_id"], "prompt": prompt, "text": reply,
                           "extracted": extract_choice(reply)}
+                if i in errors:
+                    record["error"] = errors[i]  # counted as unanswered (wrong) by the scorer
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             bar.update(len(chunk))
     os.replace(tmp, out)
