@@ -39,6 +39,7 @@ class TrainConfig:
     lm_trainable: Literal["none", "last_n", "all", "lora"] = "none"  # which part of the LM trains
     lm_last_n_layers: int = 4  # with lm_trainable=last_n: the last N decoder layers (+ final norm)
     train_vision: bool = False  # also train the vision tower
+    freeze_embeddings: bool = False  # keep the (tied) token embeddings fixed even when the LM trains
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05

@@ -51,6 +51,8 @@ class QuickstartRecipe:
     stage2_lr: float = 5e-4  # the LM
     stage2_projector_lr: float = 2e-3
     stage2_vision_lr: float = 2e-3
+    freeze_embeddings: bool = False  # see initial_model (trainable embeddings learned faster in our runs)
+    embedding_std: float = 0.1
     max_new_tokens: int = 16
     answer_only: bool = True  # train on each reply's final "Answer:X" line (see answer_only_records)
 
@@ -102,6 +104,7 @@ def blank_copy(data: Path, out: Path) -> Path:
 
 def initial_model(out: Path, recipe: QuickstartRecipe) -> Path:
     """A fresh tiny GeoVLM saved as a folder, so both stages start through the normal loading path."""
+    import torch
     from transformers import set_seed
 
     from geovlm.modeling import GeoVLM, GeoVLMConfig
@@ -111,7 +114,13 @@ def initial_model(out: Path, recipe: QuickstartRecipe) -> Path:
     folder = out / "init"
     set_seed(recipe.seed)
     config = GeoVLMConfig.from_preset("tiny", vision=recipe.vision, text=recipe.text, merge_factor=recipe.merge_factor)
-    GeoVLM(config).save_pretrained(folder)
+    model = GeoVLM(config)
+    if recipe.freeze_embeddings:
+        # Frozen tied embeddings at the usual std (0.02) give logits too small for a confident answer
+        # over 151,936 tokens; at 0.1 the last layers can point at the right token without them moving.
+        with torch.no_grad():
+            model.get_input_embeddings().weight.normal_(0.0, recipe.embedding_std)
+    model.save_pretrained(folder)
     GeoVLMProcessor.from_tokenizer(load_qwen_tokenizer(), config).save_pretrained(folder)
     return folder
 
@@ -126,6 +135,7 @@ def stage_configs(init: Path, data: Path, out: Path, recipe: QuickstartRecipe, p
     stage1 = TrainConfig(stage="pretrain", init_from=str(init), max_steps=recipe.stage1_steps,
                          learning_rate=recipe.stage1_lr, output_dir=str(out / "stage1"), **common)
     stage2 = TrainConfig(stage="sft", init_from=str(out / "stage1"), lm_trainable="all", train_vision=True,
+                         freeze_embeddings=recipe.freeze_embeddings,
                          max_steps=recipe.stage2_steps, learning_rate=recipe.stage2_lr,
                          projector_lr=recipe.stage2_projector_lr, vision_lr=recipe.stage2_vision_lr,
                          output_dir=str(out / "stage2"), **common)

@@ -32,6 +32,10 @@ def apply_recipe(model: GeoVLM, config: TrainConfig) -> nn.Module:
         lm.model.norm.requires_grad_(True)  # the final norm feeds every prediction
     elif config.lm_trainable == "lora":
         return wrap_lora(model, config)
+    if config.freeze_embeddings:
+        # 151,936 rows: their dense gradient and optimizer update dominate a small model's step.
+        lm.get_input_embeddings().requires_grad_(False)
+        lm.get_output_embeddings().requires_grad_(False)
     return model
 
 

@@ -66,7 +66,7 @@ def training_arguments(config: TrainConfig, **overrides: Any) -> TrainingArgumen
         num_train_epochs=config.epochs,
         max_steps=config.max_steps,
         seed=config.seed,
-        gradient_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing=config.gradient_checkpointing,
         train_sampling_strategy=config.sampling,
         logging_steps=config.logging_steps,
         save_strategy="steps",
