@@ -18,8 +18,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from geovlm.constants import DEFAULT_SYSTEM_PROMPT
+
 SEED_MODEL_TYPE = "vlm_model"
-SEED_SYSTEM_PROMPT = "You are a helpful assistant."
+SEED_SYSTEM_PROMPT = DEFAULT_SYSTEM_PROMPT  # the seed prompted with Qwen's default
 # Seed key prefix → GeoVLM key prefix. Keys matching none of these (the SigLIP text tower,
 # logit_scale/bias, the pooling head) are unused by the seed's forward and dropped.
 KEY_MAP = (

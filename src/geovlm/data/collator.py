@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-IGNORE_INDEX = -100
+from geovlm.constants import IGNORE_INDEX
+
 SKIPPED_KEY = "skipped"
 
 

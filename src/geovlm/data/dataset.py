@@ -54,6 +54,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from geovlm.constants import IGNORE_INDEX
 from geovlm.data.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SKIP_REASONS,
@@ -65,7 +66,6 @@ from geovlm.data.records import Record, RecordError, read_records_lenient
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
 MALFORMED = "malformed"
 TOO_LONG = "too_long"
 SKIP_REASONS: tuple[str, ...] = (MALFORMED, *IMAGE_SKIP_REASONS, TOO_LONG)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-IMAGE_TAG = "<image>"
+from geovlm.constants import IMAGE_TAG
 
 SYSTEM = "system"
 USER = "user"

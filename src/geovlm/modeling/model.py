@@ -11,10 +11,9 @@ from torch import nn
 from transformers import PreTrainedModel, Qwen2ForCausalLM, SiglipVisionModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from geovlm.constants import IGNORE_INDEX
 from geovlm.modeling.config import GeoVLMConfig
 from geovlm.modeling.connector import MERGES, Projector
-
-IGNORE_INDEX = -100
 
 
 class GeoVLMPreTrainedModel(PreTrainedModel):

@@ -14,11 +14,9 @@ import torch
 from PIL import Image
 from transformers import AutoProcessor, BatchFeature, ProcessorMixin
 
+from geovlm.constants import DEFAULT_SYSTEM_PROMPT, IGNORE_INDEX, IMAGE_TAG
 from geovlm.processing.tokenizer import CHATML_TEMPLATE
 
-IMAGE_TAG = "<image>"
-IGNORE_INDEX = -100
-DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 ROLES = ("system", "user", "assistant")
 # Role names used by LLaVA-format records, mapped to ChatML roles.
 ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}

@@ -15,6 +15,7 @@ from typing import Any
 
 from PIL import Image
 
+from geovlm.constants import IMAGE_TAG
 from geovlm.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, expand_to_square, load_image, to_rgb
 
 ImageInput = Image.Image | str | os.PathLike | bytes
@@ -49,8 +50,8 @@ def conversation(question: str, history: Sequence[Any] | None = None, with_image
             turns += [{"role": "user", "content": asked}, {"role": "assistant", "content": answered}]
     turns.append({"role": "user", "content": question})
     first_user = next(t for t in turns if t["role"] in ("user", "human"))
-    if with_image and "<image>" not in "".join(t["content"] for t in turns):
-        first_user["content"] = "<image>\n" + first_user["content"]
+    if with_image and IMAGE_TAG not in "".join(t["content"] for t in turns):
+        first_user["content"] = f"{IMAGE_TAG}\n" + first_user["content"]
     return turns
 
 

@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import yaml
 
+from geovlm.constants import DEFAULT_SYSTEM_PROMPT
+
 
 @dataclass
 class DataSource:
@@ -50,7 +52,7 @@ class TrainConfig:
 
     # --- data
     data: list[DataSource] = field(default_factory=list)
-    system_prompt: str | None = "You are a helpful assistant."
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
     max_length: int = 1024  # tokens, image span included
     pad_to_square: bool = True
     max_bad_fraction: float = 0.05  # stop if more records than this are unusable

@@ -16,13 +16,13 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 from transformers.trainer_utils import rotate_checkpoints
 
+from geovlm.data.collator import SKIPPED_KEY
 from geovlm.data.dataset import SKIP_REASONS, DataQualityError, SkipCounter
 
 logger = logging.getLogger(__name__)
 
 # Written last into a checkpoint folder: a folder without it was interrupted mid-write.
 COMPLETE_MARKER = "checkpoint_complete"
-SKIPPED_KEY = "skipped"
 
 
 class GeoVLMTrainer(Trainer):

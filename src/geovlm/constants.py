@@ -1,0 +1,5 @@
+"""Values every layer shares, defined once (no imports: cheap for any module to use)."""
+
+IMAGE_TAG = "<image>"  # where a record's image goes in a user turn
+IGNORE_INDEX = -100  # label of positions the loss ignores
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."  # Qwen2.5's, and the seed code's
