@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "geovlm.eval.cli",
     "geovlm.train.cli",
     "geovlm.serve.cli",
+    "geovlm.bench.cli",
 ]
 
 

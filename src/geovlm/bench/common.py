@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-SECTIONS = ("roofline", "stage1", "stage2", "generation", "eval", "data")
+from geovlm.bench.cli import SECTIONS
 
 
 @dataclass
@@ -29,7 +29,8 @@ class Settings:
     preset: str = "base"  # model size of the training / generation / eval-at-real-size sections
     seed: int = 0
     warmup: int = 1  # untimed steps before the timed ones (the first is also the FLOP-counting step)
-    reps: int = 3  # timed repetitions per figure; each figure is their median
+    reps: int = 5  # timed repetitions per figure (stage 1, data); each figure is their median
+    stage2_reps: int = 2  # stage-2 steps are ~4x longer: fewer repetitions on CPU
     stage1_batch: int = 4
     stage2_batch: int = 4
     stage2_last_n: int = 4  # LM layers trained in stage 2 (+ final norm + projector), as `apply_recipe`
@@ -50,6 +51,7 @@ class Settings:
     compile: bool = False  # torch.compile the vision tower and the LM body (both variants alike)
     fused_ce: bool = False  # add a GeoVLM variant with a fused linear cross-entropy (Liger), if installed
     isolate: bool = True  # each training variant in a fresh subprocess (peak memory must not mix)
+    interleave: bool = False  # variants alive together, steps alternated (see run.paired_training)
     sections: list[str] = field(default_factory=lambda: list(SECTIONS))
 
     @classmethod
@@ -58,17 +60,18 @@ class Settings:
         (~8 min on an H200). Quick: the tiny model everywhere (<1 min)."""
         if quick:
             return cls(
-                device=device, dtype="fp32", quick=True, preset="tiny", warmup=1, reps=2, stage1_batch=2,
+                device=device, dtype="fp32", quick=True, preset="tiny", warmup=1, reps=2, stage2_reps=2, stage1_batch=2,
                 stage2_batch=1, stage2_last_n=1, population=64, gen_new_tokens=8, gen_reps=2, eval_new_tokens=4,
                 eval_batches=[1, 4], eval_tiny_batches=[1, 4, 16], eval_tiny_questions=1, eval_reps=1, data_problems=24,
+                interleave=True,  # workers start together: tiny figures are for the code paths, not comparisons
                 data_workers=[0, 2], data_batches_per_rep=3, roofline_n=512,
             )  # fmt: skip
         if device.startswith("cuda"):
             return cls(
-                device=device, dtype="bf16", warmup=3, reps=10, stage1_batch=32, stage2_batch=16,
+                device=device, dtype="bf16", warmup=3, reps=10, stage2_reps=10, stage1_batch=32, stage2_batch=16,
                 population=2000, gen_new_tokens=64, gen_reps=5, seed_gen_reps=3, eval_new_tokens=64,
-                eval_batches=[1, 4, 16, 64], eval_tiny_batches=[1, 4, 16], eval_tiny_questions=64,
-                eval_reps=3, data_problems=600, data_workers=[0, 2, 8], data_batches_per_rep=10,
+                eval_batches=[1, 4, 16, 64], eval_tiny_batches=[1, 4, 16], eval_tiny_questions=16,
+                eval_reps=2, data_problems=600, data_workers=[0, 2, 8], data_batches_per_rep=10,
                 roofline_n=8192,
             )  # fmt: skip
         return cls(device=device)
@@ -79,6 +82,9 @@ class Settings:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Settings:
         return cls(**raw)
+
+    def reps_for(self, stage: str) -> int:
+        return self.stage2_reps if stage == "stage2" else self.reps
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -110,6 +116,42 @@ def timed(fn: Callable[[], Any], device: str) -> tuple[float, Any]:
     out = fn()
     synchronize(device)
     return time.perf_counter() - start, out
+
+
+class CpuLoad:
+    """Cores used by *other* processes while a block ran: (all busy CPU time - this process's) / wall.
+
+    Read from /proc/stat (Linux; None elsewhere). It flags repetitions slowed by background jobs on a
+    shared machine, so that a reader can tell a measured difference from a noisy one.
+    """
+
+    def __init__(self) -> None:
+        self.others_cores: float | None = None
+
+    @staticmethod
+    def _busy_seconds() -> float | None:
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+    def __enter__(self) -> CpuLoad:
+        self._busy, self._own, self._wall = self._busy_seconds(), _own_cpu_seconds(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        busy, wall = self._busy_seconds(), time.perf_counter() - self._wall
+        if busy is not None and self._busy is not None and wall > 0:
+            others = (busy - self._busy) - (_own_cpu_seconds() - self._own)
+            self.others_cores = round(max(0.0, others / wall), 2)
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def median(values: list[float]) -> float:
@@ -223,8 +265,9 @@ def roofline(settings: Settings, n: int | None = None, reps: int = 5) -> dict[st
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=gen).to(settings.device, settings.torch_dtype)
     b = torch.randn(n, n, generator=gen).to(settings.device, settings.torch_dtype)
-    for _ in range(2):
-        torch.mm(a, b)
+    warm_until = time.perf_counter() + 0.3  # thread pools up, clocks settled
+    while time.perf_counter() < warm_until:
+        timed(lambda: torch.mm(a, b), settings.device)
     times = [timed(lambda: torch.mm(a, b), settings.device)[0] for _ in range(reps)]
     seconds = median(times)
     return {"n": n, "dtype": settings.dtype, "seconds": seconds, "flops_per_s": 2 * n**3 / seconds,

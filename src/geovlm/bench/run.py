@@ -1,9 +1,4 @@
-"""`geovlm bench` / `python bench/run.py`: run the sections, print a table, write JSON (`--json OUT`).
-
-    geovlm bench                      # CPU: real sizes, fp32, ~10 min on 2 cores
-    geovlm bench --quick              # tiny model, < 1 min (what tests/test_bench.py runs)
-    geovlm bench --device cuda        # bf16 autocast, bigger batches (default when CUDA is present)
-"""
+"""Run the benchmark sections, print a table, write JSON (`--json OUT`); see `geovlm.bench.cli`."""
 
 from __future__ import annotations
 
@@ -18,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from geovlm.bench.common import SECTIONS, Settings, load_average, log
+from geovlm.bench.cli import USAGE, add_arguments
+from geovlm.bench.common import SECTIONS, Settings, load_average, log, median
 
 # What the issue asks GeoVLM to show against the seed-style method (CPU, real sizes, default settings).
 TARGETS = {
@@ -29,42 +25,24 @@ TARGETS = {
 }
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="tiny model everywhere, under a minute")
-    parser.add_argument("--device", help="cpu or cuda[:N] (default: cuda when available)")
-    parser.add_argument("--dtype", choices=("fp32", "bf16"),
-                        help="compute dtype (default: bf16 on CUDA, fp32 on CPU); bf16 = autocast for training, "
-                             "bf16 weights for inference")  # fmt: skip
-    parser.add_argument("--json", metavar="OUT", help="write all results to this JSON file")
-    parser.add_argument("--sections", default=",".join(SECTIONS),
-                        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")  # fmt: skip
-    parser.add_argument("--preset", choices=("base", "tiny"), help="model size (default: base; tiny with --quick)")
-    parser.add_argument("--reps", type=int, help="timed repetitions per figure")
-    parser.add_argument("--warmup", type=int, help="untimed warm-up steps")
-    parser.add_argument("--stage1-batch", type=int)
-    parser.add_argument("--stage2-batch", type=int)
-    parser.add_argument("--gen-new-tokens", type=int)
-    parser.add_argument("--seed-gen-reps", type=int, help="timed runs of the (slow) seed generation loop")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the vision tower and LM body")
-    parser.add_argument("--fused-ce", action="store_true",
-                        help="add a GeoVLM variant with Liger's fused linear cross-entropy (if installed)")
-    parser.add_argument("--no-isolate", action="store_true",
-                        help="run training variants in this process (faster; peak memory figures then mix)")
-
-
 def settings_from_args(args: argparse.Namespace) -> Settings:
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     settings = Settings.defaults(device, args.quick)
-    for name in ("dtype", "preset", "reps", "warmup", "stage1_batch", "stage2_batch", "gen_new_tokens",
-                 "seed_gen_reps"):
+    if args.reps is not None and args.stage2_reps is None:
+        args.stage2_reps = args.reps
+    for name in ("dtype", "preset", "reps", "stage2_reps", "warmup", "stage1_batch", "stage2_batch",
+                 "gen_new_tokens", "seed_gen_reps"):
         value = getattr(args, name)
         if value is not None:
             setattr(settings, name, value)
     settings.compile = args.compile
+    if settings.compile:  # the first warm-up is eager (FLOP count); compilation then needs untimed steps too
+        settings.warmup = max(settings.warmup, 3)
     settings.fused_ce = args.fused_ce
     settings.isolate = not args.no_isolate
+    settings.interleave = settings.interleave or args.interleave
     settings.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(settings.sections) - set(SECTIONS))
     if unknown:
@@ -136,26 +114,41 @@ class LocalRunner:
 
 
 def paired_training(settings: Settings, stage: str, variants: list[str]) -> dict[str, Any]:
-    """Warm-ups, then repetition i of every variant, alternating which goes first (ABBA), so that a
-    change in background load between repetitions falls on all variants alike."""
+    """Each variant in turn: build, warm-ups, timed repetitions, result (default), or, with
+    `settings.interleave`, all variants alive at once and repetition i of each run back to back,
+    alternating which goes first (ABBA), so that a change in background load falls on all alike.
+
+    Sequential is the default because a second resident model is not neutral here: on this VM an idle
+    process holding ~3.6 GB made the seed-style step ~15% slower (it faults in ~1.7 GB of fresh
+    memory per step) while GeoVLM's step did not change, which would bias the comparison.
+    """
     runner_cls = RemoteRunner if settings.isolate else LocalRunner
-    runners: dict[str, Any] = {}
-    try:
-        for variant in variants:  # isolated workers build their models concurrently
-            runners[variant] = runner_cls(settings, stage=stage, variant=variant)
+    reps = settings.reps_for(stage)
+
+    def drive(runners: dict[str, Any]) -> dict[str, Any]:
         for runner in runners.values():
             runner.ready()
         for _ in range(settings.warmup):
             for runner in runners.values():
                 runner.call({"cmd": "warmup"})
         order = list(runners.values())
-        for i in range(settings.reps):
+        for i in range(reps):
             for runner in order if i % 2 == 0 else order[::-1]:
                 runner.call({"cmd": "rep", "i": i})
         return {variant: runner.call({"cmd": "result"}) for variant, runner in runners.items()}
-    finally:
-        for runner in runners.values():
-            runner.close()
+
+    groups = [variants] if settings.interleave else [[v] for v in variants]
+    results: dict[str, Any] = {}
+    for group in groups:
+        runners: dict[str, Any] = {}
+        try:
+            for variant in group:  # isolated workers of one group build their models concurrently
+                runners[variant] = runner_cls(settings, stage=stage, variant=variant)
+            results.update(drive(runners))
+        finally:
+            for runner in runners.values():
+                runner.close()
+    return results
 
 
 def run_job(settings: Settings, job: str, **params: Any) -> Any:
@@ -167,6 +160,7 @@ def run_job(settings: Settings, job: str, **params: Any) -> Any:
 def ratios(geo: dict[str, Any], seed: dict[str, Any]) -> dict[str, float]:
     return {
         "time": geo["seconds_per_step"] / seed["seconds_per_step"],
+        "time_min": geo["min_seconds_per_step"] / seed["min_seconds_per_step"],  # least-disturbed reps
         "peak_memory": geo["memory"]["peak_bytes"] / seed["memory"]["peak_bytes"],
         "step_memory": geo["memory"]["step_bytes"] / max(seed["memory"]["step_bytes"], 1),
         "speedup": seed["seconds_per_step"] / geo["seconds_per_step"],
@@ -222,13 +216,13 @@ def run(settings: Settings) -> dict[str, Any]:
         log(f"{name}: {now - start:.0f} s since start")
 
     results["meta"].update(load_average_start=load_average(), uptime_start=uptime())
+    if "data" in settings.sections:  # first: its DataLoader forks before this process touches CUDA
+        results["data"] = run_job(settings, "data_path")
+        lap("data")
     if "roofline" in settings.sections:
         results["roofline"] = {"start": common.roofline(settings)}
         log(f"roofline: {results['roofline']['start']['flops_per_s'] / 1e9:.1f} GFLOP/s")
         lap("roofline")
-    if "data" in settings.sections:
-        results["data"] = run_job(settings, "data_path")
-        lap("data")
     for stage in ("stage1", "stage2"):
         if stage not in settings.sections:
             continue
@@ -283,8 +277,13 @@ def check_targets(results: dict[str, Any], settings: Settings) -> dict[str, Any]
 
 
 # ---------------------------------------------------------------------- table
+def _cores(values: list[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    return f"{median(known):.1f}" if known else "-"
+
+
 def _gb(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB"
+    return f"{n / 2**30:.2f}G"
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -304,22 +303,25 @@ def format_table(results: dict[str, Any]) -> str:
         if stage not in results:
             continue
         block = results[stage]
-        lines += ["", f"{stage} training step (batch {block['geovlm']['batch_size']}, {s['preset']}; median of "
-                      f"{s['reps']} after {s['warmup']} warm-up)",
-                  f"{'variant':<13}{'s/step':>8}{'samples/s':>11}{'peak mem':>12}{'step mem':>11}"
-                  f"{'GFLOP/step':>12}{'GFLOP/s':>9}{'%roof':>7}{'tokens/sample':>15}{'padding':>9}"]  # fmt: skip
+        geo = block["geovlm"]
+        lines += ["", f"{stage} training step, batch {geo['batch_size']}, {s['preset']} sizes, {s['dtype']}: median of "
+                      f"{len(geo['times'])} (after {s['warmup']} warm-up) on each sampler's median batch"
+                      + (", variants alternated" if s["interleave"] else ", variants one after the other"),
+                  f"{'variant':<12}{'s/step':>8}{'min':>7}{'samples/s':>10}{'peak mem':>11}{'step mem':>10}"
+                  f"{'GFLOP/step':>11}{'GFLOP/s':>8}{'%roof':>6}{'batch':>9}{'epoch pad':>10}{'others':>8}"]  # fmt: skip
         for name, v in block.items():
             if name == "ratios" or "skipped" in v:
                 continue
             pct = f"{100 * v['achieved_flops_per_s'] / roof:.0f}%" if roof else "-"
             lines.append(
-                f"{name:<13}{v['seconds_per_step']:>8.2f}{v['samples_per_s']:>11.2f}{_gb(v['memory']['peak_bytes']):>12}"
-                f"{_gb(v['memory']['step_bytes']):>11}{v['flops_median_batch'] / 1e9:>12.0f}"
-                f"{v['achieved_flops_per_s'] / 1e9:>9.1f}{pct:>7}"
-                f"{v['padding']['mean_padded_tokens_per_sample']:>15.1f}{100 * v['padding']['padding_fraction']:>8.1f}%"
+                f"{name:<12}{v['seconds_per_step']:>8.2f}{v['min_seconds_per_step']:>7.2f}{v['samples_per_s']:>10.3f}"
+                f"{_gb(v['memory']['peak_bytes']):>11}{_gb(v['memory']['step_bytes']):>10}"
+                f"{v['flops_per_step'] / 1e9:>11.0f}{v['achieved_flops_per_s'] / 1e9:>8.1f}{pct:>6}"
+                f"{v['batch_size']:>4}x{v['padded_length']:<4}{100 * v['padding']['padding_fraction']:>9.1f}%"
+                f"{_cores(v['others_cores']):>8}"
             )
         r = block["ratios"]
-        lines.append(f"GeoVLM / seed: time {r['time']:.2f}x (speed-up {r['speedup']:.2f}x), peak memory "
+        lines.append(f"GeoVLM / seed: time {r['time']:.2f}x (min-to-min {r['time_min']:.2f}x), peak memory "
                      f"{r['peak_memory']:.2f}x, step memory {r['step_memory']:.2f}x")  # fmt: skip
     if "generation" in results:
         g = results["generation"]
@@ -330,14 +332,19 @@ def format_table(results: dict[str, Any]) -> str:
                   f"  seed loop (no cache)       {g['seed']['tokens_per_s']:8.2f} tokens/s  "
                   f"({g['seed']['seconds']:.2f} s; first token {g['seed']['first_token_seconds']:.2f} s, "
                   f"last {g['seed']['last_token_seconds']:.2f} s)",
-                  f"  speed-up {g['speedup']:.1f}x; greedy outputs identical: {g['greedy_agree']} "
-                  f"(asserted in {g['agreement_dtype']}; {g['distinct_output_tokens']} distinct tokens)"]  # fmt: skip
+                  f"  speed-up {g['speedup']:.1f}x (min-to-min {g['speedup_min']:.1f}x); other processes used "
+                  f"{_cores(g['geovlm']['others_cores'])} / {_cores(g['seed']['others_cores'])} cores",
+                  f"  greedy outputs identical: {g['greedy_agree']} (asserted in {g['agreement_dtype']}"
+                  + ("" if g["dtype"] == "fp32" else f"; in {g['dtype']}: {g['agree_in_run_dtype']}")
+                  + f"; {g['distinct_output_tokens']} distinct tokens)"]  # fmt: skip
     if "eval" in results:
         lines += ["", "batched evaluation (geovlm.serve.chat.answer, left-padded batches)",
-                  f"{'model':<8}{'batch':>6}{'questions':>10}{'new tokens':>11}{'questions/s':>13}{'tokens/s':>10}"]
+                  f"{'model':<8}{'batch':>6}{'questions':>10}{'new tokens':>11}{'questions/s':>13}{'tokens/s':>10}"
+                  f"{'others':>8}"]
         for row in results["eval"]:
             lines.append(f"{row['preset']:<8}{row['batch_size']:>6}{row['questions']:>10}{row['new_tokens']:>11}"
-                         f"{row['questions_per_s']:>13.2f}{row['new_tokens_per_s']:>10.1f}")  # fmt: skip
+                         f"{row['questions_per_s']:>13.2f}{row['new_tokens_per_s']:>10.1f}"
+                         f"{_cores(row['others_cores']):>8}")  # fmt: skip
     if "data" in results:
         d = results["data"]
         lines += ["", f"data path (GeoVLMDataset + GeoVLMCollator via DataLoader; {d['problems']} synthetic problems "
@@ -362,7 +369,7 @@ def format_table(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="geovlm bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="geovlm bench", description=USAGE,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     add_arguments(parser)
     return run_from_args(parser.parse_args(argv))

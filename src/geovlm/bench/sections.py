@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
 import shutil
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 
 from geovlm.bench.common import (
+    CpuLoad,
     PeakMemory,
     Settings,
     autocast,
@@ -49,7 +51,10 @@ def _geovlm_flce_loss(model: Any, batch: dict[str, Any], flce: Callable) -> torc
     ).last_hidden_state
     targets = batch["labels"][:, 1:]
     keep = targets != -100
-    return flce(model.language_model.lm_head.weight, hidden[:, :-1][keep], targets[keep])
+    selected = hidden[:, :-1][keep]
+    # Under autocast the hidden states are bf16 while the (frozen) head is fp32; the kernel wants one dtype.
+    weight = model.language_model.lm_head.weight.to(selected.dtype)
+    return flce(weight, selected, targets[keep])
 
 
 class TrainStepRunner:
@@ -57,9 +62,8 @@ class TrainStepRunner:
 
     Stage 1 trains the projector only; stage 2 the projector, the last `stage2_last_n` LM layers and
     the final norm (GeoVLM's `apply_recipe` sets `requires_grad` for both variants alike). A step is
-    forward, backward, AdamW. Timed batches are the epoch's quantile batches of the variant's own
-    sampler: length-grouped for GeoVLM (its trainer's default), random for the seed (see
-    `Workload.representative_batches`); repetition `i` runs batch `i`, shortest first.
+    forward, backward, AdamW. Every step runs the epoch's median batch (by padded length) of the
+    variant's own sampler: length-grouped for GeoVLM (its trainer's default), random for the seed.
     """
 
     def __init__(self, settings: Settings, stage: str, variant: str) -> None:
@@ -89,78 +93,78 @@ class TrainStepRunner:
         self.pad_id = processor.tokenizer.pad_token_id
         self.workload = Workload(stage, processor, settings.population, settings.seed)
         self.batch_size = settings.stage1_batch if stage == "stage1" else settings.stage2_batch
-        self.indices, self.padding = self.workload.representative_batches(
-            self.batch_size, grouped=variant != "seed", k=settings.reps
-        )
+        self.indices, self.padding = self.workload.median_batch(self.batch_size, grouped=variant != "seed")
         collate = self.workload.seed_batch if variant == "seed" else self.workload.geovlm_batch
-        self.batches = [to_device(collate(b), device) for b in self.indices]
-        self.middle = len(self.batches) // 2  # the epoch's median batch: warm-up, FLOP count, FLOP/s
+        self.batch = to_device(collate(self.indices), device)
         self.build_seconds = time.perf_counter() - t0
         self.warmups = 0
         self.flops = 0
-        self.times: list[float | None] = [None] * len(self.batches)
-        self.losses: list[float | None] = [None] * len(self.batches)
+        self.times: list[float] = []
+        self.others_cores: list[float | None] = []
+        self.losses: list[float] = []
         self.memory = PeakMemory(device)
         self.memory.start()
         log(f"{stage} {variant}: built in {self.build_seconds:.1f} s")
 
-    def _loss(self, batch: dict[str, Any]) -> torch.Tensor:
+    def _loss(self) -> torch.Tensor:
         with autocast(self.settings):
             if self.variant == "seed":
-                return seed_loss(self.model, batch, self.pad_id)
+                return seed_loss(self.model, self.batch, self.pad_id)
             if self.flce is not None:
-                return _geovlm_flce_loss(self.model, batch, self.flce)
-            return self.model(**batch).loss
+                return _geovlm_flce_loss(self.model, self.batch, self.flce)
+            return self.model(**self.batch).loss
 
-    def _step(self, batch: dict[str, Any]) -> float:
-        loss = self._loss(batch)
+    def _step(self) -> float:
+        loss = self._loss()
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return float(loss.detach())
 
     def warmup(self) -> float:
-        """An untimed step on the median batch; the first one, eager, counts the FLOPs."""
-        batch = self.batches[self.middle]
+        """An untimed step; the first one, eager, counts the FLOPs."""
         if self.warmups == 0:
             with count_flops() as flops:
-                seconds, _ = timed(lambda: self._step(batch), self.settings.device)
+                seconds, _ = timed(self._step, self.settings.device)
             self.flops = flops["total"]
             if self.settings.compile:
                 self.model.vision_tower.compile(dynamic=True)
                 self.model.language_model.model.compile(dynamic=True)
         else:
-            seconds, _ = timed(lambda: self._step(batch), self.settings.device)
+            seconds, _ = timed(self._step, self.settings.device)
         self.warmups += 1
         return seconds
 
     def rep(self, i: int) -> float:
-        batch = self.batches[i]
-        seconds, self.losses[i] = timed(lambda: self._step(batch), self.settings.device)
-        self.times[i] = seconds
-        log(f"{self.stage} {self.variant}: rep {i + 1}/{len(self.batches)} {seconds:.2f} s "
-            f"(padded length {batch['input_ids'].shape[1]})")  # fmt: skip
+        with CpuLoad() as load:
+            seconds, loss = timed(self._step, self.settings.device)
+        self.times.append(seconds)
+        self.others_cores.append(load.others_cores)
+        self.losses.append(loss)
+        log(f"{self.stage} {self.variant}: rep {i + 1}/{self.settings.reps_for(self.stage)} {seconds:.2f} s "
+            f"(other processes used {load.others_cores} cores)")  # fmt: skip
         return seconds
 
     def result(self) -> dict[str, Any]:
         if self.skipped:
             return {"variant": self.variant, "skipped": self.skipped}
-        times = [t for t in self.times if t is not None]
-        seconds = median(times)
-        real_tokens = sum(len(self.workload.sample(i)["input_ids"]) for b in self.indices for i in b)
-        middle_time = self.times[self.middle] or seconds
+        seconds = median(self.times)
+        real_tokens = int(self.batch["attention_mask"].sum()) if "attention_mask" in self.batch else (
+            self.padding["median_batch_real_tokens"])
         return {
             "stage": self.stage,
             "variant": self.variant,
             "batch_size": self.batch_size,
+            "padded_length": int(self.batch["input_ids"].shape[1]),
+            "real_tokens": real_tokens,
             "seconds_per_step": seconds,
+            "min_seconds_per_step": min(self.times),
             "samples_per_s": self.batch_size / seconds,
-            "real_tokens_per_s": real_tokens / sum(times),
-            "times": times,
-            "padded_lengths": [int(b["input_ids"].shape[1]) for b in self.batches],
-            "flops_median_batch": self.flops,
-            "achieved_flops_per_s": self.flops / middle_time,
-            "flop_count_method": "torch.utils.flop_counter.FlopCounterMode (median batch, forward+backward)",
+            "times": self.times,
+            "others_cores": self.others_cores,
+            "flops_per_step": self.flops,
+            "achieved_flops_per_s": self.flops / seconds,
+            "flop_count_method": "torch.utils.flop_counter.FlopCounterMode over one eager step (forward+backward)",
             "memory": self.memory.report(),
             "padding": self.padding,
             "trainable_parameters": {k: v["trainable"] for k, v in self.counts.items()},
@@ -253,37 +257,48 @@ def generation(settings: Settings) -> dict[str, Any]:
                               "dtype": settings.dtype}  # fmt: skip
     if settings.dtype != "fp32":  # the assertion runs in fp32 first, untimed
         model.float()
-        fp32_geo, fp32_seed = geo(n), seed(n)
-        _assert_agree(fp32_geo, fp32_seed)
+        with strict_fp32():
+            _assert_agree(geo(n), seed(n))
         model.to(settings.torch_dtype)  # `encode_images` / `seed_logits` cast the pixels to match
 
     log(f"generation: prompt {ids.shape[1]} tokens, {n} new; warm-up")
-    first_token = [timed(lambda: geo(1), device)[0] for _ in range(2)][-1]
-    geo(min(4, n))
-    seed(min(2, n))
-    geo_times, geo_out = [], None
-    for r in range(settings.gen_reps):
-        seconds, geo_out = timed(lambda: geo(n), device)
-        geo_times.append(seconds)
-        log(f"generation geovlm: rep {r + 1}/{settings.gen_reps} {seconds:.2f} s")
-    seed_times, seed_out, seed_steps = [], None, []
-    for r in range(settings.seed_gen_reps):
-        steps: list[float] = []
-        seconds, seed_out = timed(lambda steps=steps: seed(n, steps), device)
-        seed_times.append(seconds)
-        seed_steps = steps
-        log(f"generation seed loop: rep {r + 1}/{settings.seed_gen_reps} {seconds:.2f} s")
+    first_token = [timed(lambda: geo(1), device)[0] for _ in range(2)][-1]  # image + prefill + 1 token
+    geo(min(4, n))  # (the seed loop's first step has the same shapes as this prefill: warm as well)
+    geo_times, geo_load, seed_times, seed_load, seed_steps = [], [], [], [], []
+    geo_out = seed_out = None
+    # Alternated (GeoVLM, seed, GeoVLM, ...) so that background load falls on both.
+    with strict_fp32() if settings.dtype == "fp32" else contextlib.nullcontext():
+        for r in range(max(settings.gen_reps, settings.seed_gen_reps)):
+            if r < settings.gen_reps:
+                with CpuLoad() as load:
+                    seconds, geo_out = timed(lambda: geo(n), device)
+                geo_times.append(seconds)
+                geo_load.append(load.others_cores)
+                log(f"generation geovlm: rep {r + 1}/{settings.gen_reps} {seconds:.2f} s "
+                    f"(other processes used {load.others_cores} cores)")  # fmt: skip
+            if r < settings.seed_gen_reps:
+                steps: list[float] = []
+                with CpuLoad() as load:
+                    seconds, seed_out = timed(lambda steps=steps: seed(n, steps), device)
+                seed_times.append(seconds)
+                seed_load.append(load.others_cores)
+                seed_steps = steps
+                log(f"generation seed loop: rep {r + 1}/{settings.seed_gen_reps} {seconds:.2f} s "
+                    f"(other processes used {load.others_cores} cores)")  # fmt: skip
     agree = bool(torch.equal(geo_out, seed_out))
     if settings.dtype == "fp32":
         _assert_agree(geo_out, seed_out)
     result.update(
-        geovlm={"seconds": median(geo_times), "times": geo_times, "tokens_per_s": n / median(geo_times),
+        geovlm={"seconds": median(geo_times), "min_seconds": min(geo_times), "times": geo_times,
+                "others_cores": geo_load, "tokens_per_s": n / median(geo_times),
                 "first_token_seconds": first_token},
-        seed={"seconds": median(seed_times), "times": seed_times, "tokens_per_s": n / median(seed_times),
-              "first_token_seconds": seed_steps[0] if seed_steps else None,
-              "median_token_seconds": median(seed_steps), "last_token_seconds": seed_steps[-1] if seed_steps else None},
+        seed={"seconds": median(seed_times), "min_seconds": min(seed_times), "times": seed_times,
+              "others_cores": seed_load, "tokens_per_s": n / median(seed_times),
+              "first_token_seconds": seed_steps[0], "median_token_seconds": median(seed_steps),
+              "last_token_seconds": seed_steps[-1]},
         speedup=median(seed_times) / median(geo_times),
-        greedy_agree=True,  # asserted (fp32): _assert_agree raised otherwise
+        speedup_min=min(seed_times) / min(geo_times),  # least-disturbed runs of each
+        greedy_agree=True,  # asserted in fp32: _assert_agree raised otherwise
         agreement_checked=True,
         agreement_dtype="fp32",
         agree_in_run_dtype=agree,
@@ -293,6 +308,20 @@ def generation(settings: Settings) -> dict[str, Any]:
         load_average=load_average(),
     )  # fmt: skip
     return result
+
+
+@contextlib.contextmanager
+def strict_fp32() -> Iterator[None]:
+    """No TF32 on CUDA while outputs are compared: both methods then round alike (to fp32)."""
+    if not torch.cuda.is_available():
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def _first_divergence(a: torch.Tensor, b: torch.Tensor) -> int | None:
@@ -335,10 +364,15 @@ def evaluation(settings: Settings) -> list[dict[str, Any]]:
                           max_new_tokens=tokens, min_new_tokens=tokens)  # fmt: skip
 
         run(batch_size, 2)  # warm-up
-        times = [timed(lambda k=n_questions, t=nt: run(k, t), settings.device)[0] for _ in range(settings.eval_reps)]
+        times, others = [], []
+        for _ in range(settings.eval_reps):
+            with CpuLoad() as load:
+                times.append(timed(lambda k=n_questions, t=nt: run(k, t), settings.device)[0])
+            others.append(load.others_cores)
         row = {"preset": preset, "batch_size": batch_size, "questions": n_questions, "new_tokens": nt,
-               "seconds": median(times), "times": times, "questions_per_s": n_questions / median(times),
-               "new_tokens_per_s": n_questions * nt / median(times), "load_average": load_average()}  # fmt: skip
+               "seconds": median(times), "times": times, "others_cores": others,
+               "questions_per_s": n_questions / median(times), "new_tokens_per_s": n_questions * nt / median(times),
+               "load_average": load_average()}  # fmt: skip
         log(f"eval {preset} batch {batch_size}: {row['questions_per_s']:.2f} questions/s")
         rows.append(row)
     return rows

@@ -8,7 +8,8 @@ What the seed did (and what is reproduced here, nothing more):
   `view(b, -1, 4·d)`, project, write the features in with index assignment, run the whole causal LM
   with full-vocabulary logits at every position;
 * loss: `CrossEntropyLoss(ignore_index=pad_id)` over the whole padded sequence, labels being the ids
-  shifted by one in the dataset (no masking of the prompt); no attention mask (right padding);
+  shifted by one in the dataset with the prompt's labels set to the pad id; no attention mask (its
+  collator returned none; padding is on the right);
 * batches: random order, padded to the longest sample (no length grouping);
 * generation: for every new token, the whole model -- vision tower included -- re-run on the full
   sequence, no KV cache; greedy argmax of the last position.
@@ -16,11 +17,13 @@ What the seed did (and what is reproduced here, nothing more):
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from geovlm.bench.common import synchronize
 from geovlm.modeling import GeoVLM
 
 
@@ -60,13 +63,8 @@ def seed_generate(
 
     `suppress_ids` (the eos ids) get -inf logits, as `min_new_tokens` does in `GeoVLM.generate`, so
     both produce the same number of tokens from a random model. `step_times` collects each token's
-    seconds (the device is synchronised by `.item()`-free argmax + `cat`, so times are taken on CPU
-    clocks after a sync in the caller's device, see `geovlm.bench.sections`).
+    seconds (device synchronised).
     """
-    import time
-
-    from geovlm.bench.common import synchronize
-
     device = str(input_ids.device)
     ids = input_ids
     for _ in range(max_new_tokens):

@@ -23,8 +23,9 @@ from typing import Any
 
 import torch
 
+from geovlm.constants import IGNORE_INDEX
 from geovlm.modeling import GeoVLM, GeoVLMConfig
-from geovlm.processing.processor import IGNORE_INDEX, GeoVLMProcessor
+from geovlm.processing.processor import GeoVLMProcessor
 
 # LLaVA's instructions for the CC3M captioning stage (a subset; all are one short sentence).
 CC3M_INSTRUCTIONS = (
@@ -162,11 +163,12 @@ class Workload:
     def padded_length(self, batch: list[int]) -> int:
         return max(self.lengths[i] for i in batch)
 
-    def representative_batches(self, batch_size: int, grouped: bool, k: int) -> tuple[list[list[int]], dict]:
-        """`k` batches at the (j + ½)/k quantiles of the epoch's padded lengths, shortest first, and the
-        epoch's padding statistics. The median repetition is then the epoch's median batch."""
+    def median_batch(self, batch_size: int, grouped: bool) -> tuple[list[int], dict[str, Any]]:
+        """The epoch's median batch by padded length (what a typical step processes), and the
+        epoch's padding statistics. Timing one fixed batch repeatedly lets repetitions be compared
+        with each other (median, minimum) on a machine whose background load varies."""
         batches = sorted(self.epoch_batches(batch_size, grouped), key=self.padded_length)
-        picked = [batches[min(len(batches) - 1, int((j + 0.5) / k * len(batches)))] for j in range(k)]
+        picked = batches[len(batches) // 2]
         real = sum(self.lengths[i] for b in batches for i in b)
         padded = sum(self.padded_length(b) * len(b) for b in batches)
         stats = {
@@ -174,7 +176,8 @@ class Workload:
             "mean_real_tokens_per_sample": real / (len(batches) * batch_size),
             "mean_padded_tokens_per_sample": padded / (len(batches) * batch_size),
             "padding_fraction": 1 - real / padded,
-            "timed_batch_padded_lengths": [self.padded_length(b) for b in picked],
+            "median_batch_padded_length": self.padded_length(picked),
+            "median_batch_real_tokens": sum(self.lengths[i] for i in picked),
         }
         return picked, stats
 
@@ -190,16 +193,20 @@ class Workload:
         return batch
 
     def seed_batch(self, indices: list[int]) -> dict[str, Any]:
-        """The seed's data path: `input_ids = ids[:-1]`, `labels = ids[1:]` (shifted in the dataset, no
-        prompt masking), both right-padded with the pad id, no attention mask."""
+        """The seed's data path: `input_ids = ids[:-1]`, `labels = ids[1:]` shifted in the dataset, the
+        prompt's labels set to the pad id (which the loss ignores), both right-padded with the pad id,
+        no attention mask. (Which label positions hold the pad id changes the loss value, not its cost:
+        the cross-entropy is computed over every position either way.)"""
         pad = self.processor.tokenizer.pad_token_id
-        ids = [self.sample(i)["input_ids"] for i in indices]
-        length = max(len(x) for x in ids) - 1
-        input_ids = torch.full((len(ids), length), pad, dtype=torch.long)
-        labels = torch.full((len(ids), length), pad, dtype=torch.long)
-        for row, x in enumerate(ids):
-            input_ids[row, : len(x) - 1] = x[:-1]
-            labels[row, : len(x) - 1] = x[1:]
+        samples = [self.sample(i) for i in indices]
+        length = max(len(x["input_ids"]) for x in samples) - 1
+        input_ids = torch.full((len(samples), length), pad, dtype=torch.long)
+        labels = torch.full((len(samples), length), pad, dtype=torch.long)
+        for row, x in enumerate(samples):
+            ids, target = x["input_ids"], x["labels"].clone()
+            target[target == IGNORE_INDEX] = pad
+            input_ids[row, : len(ids) - 1] = ids[:-1]
+            labels[row, : len(ids) - 1] = target[1:]
         pixel_values = torch.cat([self.pixel_values(1, i) for i in indices])
         return {"input_ids": input_ids, "labels": labels, "pixel_values": pixel_values}
 

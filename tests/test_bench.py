@@ -1,0 +1,125 @@
+"""`geovlm bench`: the seed-style baselines compute what the seed computed, and the quick run works end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from geovlm.bench.common import count_flops
+from geovlm.bench.seed_style import seed_generate, seed_logits, seed_loss
+from geovlm.bench.workloads import Workload, build_model, conversation_ids
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+@pytest.fixture(scope="module")
+def seq_pair(tokenizer):
+    """Tiny model with the seed's sequential merge, so seed-style and GeoVLM code compute one function."""
+    model, processor = build_model("tiny", merge_mode="sequential", head_std=0.5)
+    return model.eval(), processor
+
+
+def test_conversation_ids_splice_question_and_answer(seq_pair):
+    _, processor = seq_pair
+    base = processor.encode_conversation([{"role": "user", "content": "<image>\nQ"}, {"role": "assistant", "content": "A"}])
+    ids, labels = conversation_ids(processor, [1001, 1002, 1003], [2001, 2002])
+    assert len(ids) == len(base.input_ids) - 2 + 5 == len(labels)
+    supervised = [x for x in labels if x != -100]
+    assert supervised[:2] == [2001, 2002] and supervised[2] == processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert ids.count(processor.image_token_id) == processor.num_image_tokens
+
+
+def test_seed_forward_equals_geovlm_forward(seq_pair):
+    model, processor = seq_pair
+    workload = Workload("stage1", processor, population=8)
+    batch = workload.seed_batch([0])  # one row: no padding, so no attention mask is needed by either
+    with torch.no_grad():
+        ours = model(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"]).logits
+        seed = seed_logits(model, batch["input_ids"], batch["pixel_values"])
+    torch.testing.assert_close(seed, ours, rtol=1e-4, atol=1e-4)
+
+
+def test_seed_batches_shift_labels_and_pad_with_the_pad_id(seq_pair):
+    _, processor = seq_pair
+    workload = Workload("stage2", processor, population=16)
+    pad = processor.tokenizer.pad_token_id
+    seed, geo = workload.seed_batch([0, 1, 2]), workload.geovlm_batch([0, 1, 2])
+    assert "attention_mask" not in seed and seed["input_ids"].shape[1] == geo["input_ids"].shape[1] - 1
+    for row in range(3):
+        n = int(geo["attention_mask"][row].sum())
+        assert seed["input_ids"][row, : n - 1].tolist() == geo["input_ids"][row, : n - 1].tolist()
+        target = geo["labels"][row, 1:n].clone()
+        target[target == -100] = pad  # the seed marks unsupervised positions with the pad id
+        assert seed["labels"][row, : n - 1].tolist() == target.tolist()
+        assert (seed["labels"][row, n - 1 :] == pad).all()
+    # The seed's loss runs over every position; both losses are finite numbers.
+    model, _ = seq_pair
+    with torch.no_grad():
+        assert torch.isfinite(seed_loss(model, seed, pad))
+        assert torch.isfinite(model(**geo).loss)
+
+
+def test_length_grouping_pads_less_than_random_batches(seq_pair):
+    _, processor = seq_pair
+    workload = Workload("stage1", processor, population=200)
+    _, grouped = workload.median_batch(4, grouped=True)
+    _, random_order = workload.median_batch(4, grouped=False)
+    assert grouped["padding_fraction"] < random_order["padding_fraction"]
+    assert 8 + 80 < random_order["mean_real_tokens_per_sample"] < 60 + 100  # caption + prompt framing
+
+
+def test_seed_loop_matches_generate(seq_pair):
+    model, processor = seq_pair
+    workload = Workload("stage1", processor, population=4)
+    ids = workload.sample(0)["input_ids"][None, :-8]
+    pixels = workload.pixel_values(1, 0)
+    eos = [processor.tokenizer.convert_tokens_to_ids("<|im_end|>"), processor.tokenizer.eos_token_id]
+    ours = model.generate(input_ids=ids, pixel_values=pixels, max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    assert seed_generate(model, ids, pixels, 6, suppress_ids=eos).tolist() == ours.tolist()
+
+
+def test_flop_counter_counts_a_matmul():
+    a, b = torch.randn(8, 16), torch.randn(16, 4)
+    with count_flops() as flops:
+        a @ b
+    assert flops["total"] == 2 * 8 * 16 * 4
+
+
+def test_quick_run_writes_every_section(tmp_path):
+    """The whole `--quick` run, as a user starts it (training variants in their own processes)."""
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.run([sys.executable, "-m", "geovlm.bench.run", "--quick", "--device", "cpu", "--json", str(out)],
+                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    for section in ("meta", "roofline", "stage1", "stage2", "generation", "eval", "data", "targets"):
+        assert section in results, section
+    for stage in ("stage1", "stage2"):
+        for variant in ("geovlm", "seed"):
+            v = results[stage][variant]
+            assert v["seconds_per_step"] > 0 and v["memory"]["peak_bytes"] > 0 and v["flops_per_step"] > 0
+        assert results[stage]["ratios"]["time"] > 0
+    generation = results["generation"]
+    assert generation["agreement_checked"] and generation["greedy_agree"]
+    assert len(generation["output_ids"]) == generation["new_tokens"]
+    assert {(row["preset"], row["batch_size"]) for row in results["eval"]} >= {("tiny", 1), ("tiny", 4), ("tiny", 16)}
+    assert {row["workers"] for row in results["data"]["rows"]} == {0, 2}
+    assert "GeoVLM / seed" in proc.stdout and "greedy outputs identical: True" in proc.stdout
+
+
+def test_bench_subcommand_parses():
+    import argparse
+
+    from geovlm.bench import cli
+
+    parser = argparse.ArgumentParser(prog="geovlm")
+    cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["bench", "--quick", "--json", "out.json", "--sections", "stage1,generation"])
+    assert args.quick and args.json == "out.json" and args.func is cli.run
