@@ -32,7 +32,7 @@ def render_model_card(config: TrainConfig, model_config: Any, eval_results: dict
         "A small vision-language model for geometry diagrams: SigLIP vision tower → token merge "
         f"({model_config.merge_mode}, ×{model_config.merge_factor}, {model_config.num_image_tokens} image tokens) → "
         "two-layer projector → Qwen2 language model. Load it with "
-        "`geovlm.load_pretrained(folder)` (or `AutoModel` after `import geovlm`).",
+        "`geovlm.load_pretrained(folder)` (or `AutoModel.from_pretrained(folder)` after `import geovlm.modeling`).",
         "",
         "## Training",
         f"- started from: {start}",
