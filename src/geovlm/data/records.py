@@ -22,20 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geovlm.constants import IMAGE_TAG
+from geovlm.constants import IMAGE_TAG, ROLE_ALIASES
 
 SYSTEM = "system"
 USER = "user"
 ASSISTANT = "assistant"
 
-# Role names seen in the wild, matched case-insensitively after stripping spaces.
-ROLE_ALIASES: dict[str, str] = {
-    "system": SYSTEM,
-    "human": USER,
-    "user": USER,
-    "gpt": ASSISTANT,
-    "assistant": ASSISTANT,
-}
+# ROLE_ALIASES (geovlm.constants) is matched case-insensitively after stripping spaces.
 
 _KNOWN_KEYS = frozenset({"id", "image", "conversations"})
 

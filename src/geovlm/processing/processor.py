@@ -14,12 +14,10 @@ import torch
 from PIL import Image
 from transformers import AutoProcessor, BatchFeature, ProcessorMixin
 
-from geovlm.constants import DEFAULT_SYSTEM_PROMPT, IGNORE_INDEX, IMAGE_TAG
+from geovlm.constants import DEFAULT_SYSTEM_PROMPT, IGNORE_INDEX, IMAGE_TAG, ROLE_ALIASES
 from geovlm.processing.tokenizer import CHATML_TEMPLATE
 
 ROLES = ("system", "user", "assistant")
-# Role names used by LLaVA-format records, mapped to ChatML roles.
-ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
 @dataclass(frozen=True)
