@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 import pytest
 
 from geovlm.synth import FAMILIES, Problem, generate_problem
-from geovlm.synth.families.shapes import SHAPES
+from geovlm.synth.families.shapes import FOUR_SHAPES, SHAPES
 from geovlm.synth.figure import Measure
 
 REASONING = ("one_step", "multi_step")
@@ -192,6 +192,18 @@ def test_perception_is_diagram_only_and_fair() -> None:
         by_text[p.question][p.answer] += 1
     worst = max(max(c.values()) / sum(c.values()) for c in by_text.values() if sum(c.values()) >= 40)
     assert worst < 0.4
+
+
+def test_four_shapes_lists_the_same_choices_in_the_same_order() -> None:
+    problems = sample(800, seed=3, family="four_shapes")
+    assert {p.kind for p in problems} == {"shape"}
+    for p in problems:
+        assert tuple(p.choices) == FOUR_SHAPES, p.prompt
+        assert p.choices["ABCD".index(p.answer)] == p.value and p.style == "diagram"
+    letters = Counter(p.answer for p in problems)
+    assert all(0.2 <= letters[c] / len(problems) <= 0.3 for c in "ABCD"), letters
+    # A warm-up task asked for by name, not part of the default mix.
+    assert all(p.family != "four_shapes" for p in sample(600, seed=3))
 
 
 def test_blind_reader_is_near_chance_on_diagram_questions() -> None:

@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--families",
         nargs="+",
         metavar="FAMILY",
-        help=f"families to draw from, comma- or space-separated, optionally weighted (name=2); default all: {', '.join(FAMILIES)}",
+        help=f"families to draw from, comma- or space-separated, optionally weighted (name=2); default all but four_shapes: {', '.join(n for n, f in FAMILIES.items() if f.in_default_mix)}",
     )
     p.add_argument(
         "--difficulty",
@@ -72,8 +72,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "half each); perception questions are always diagram style",
     )
     p.add_argument("--size", type=int, default=224, help="image side in pixels, at least 64 (default 224)")
-    p.add_argument("--line-scale", type=float, default=1.0,
-                   help="multiply line widths (thicker lines survive small model image sizes; default 1)")
+    p.add_argument(
+        "--line-scale",
+        type=float,
+        default=1.0,
+        help="multiply line widths (thicker lines survive small model image sizes; default 1)",
+    )
     p.add_argument(
         "--test-fraction", type=float, default=0.1, help="share of problems in the test split (default 0.1)"
     )

@@ -46,6 +46,12 @@ def weights(
     return out
 
 
+def family_weights(family: Choice) -> dict[str, float]:
+    """`weights` over the families; None means every family of the default mix."""
+    default = {name: 1.0 for name, f in FAMILIES.items() if f.in_default_mix}
+    return weights(family, list(FAMILIES), default)
+
+
 @lru_cache(maxsize=64)
 def answer_pool(family: str, difficulty: str) -> dict[str, tuple[Exact, ...]]:
     """Answers of POOL_SIZE fixed-seed constructions, by kind: the prior that "prior" distractors
@@ -68,7 +74,7 @@ def select(
 ) -> tuple[str, str, str]:
     """(family, difficulty, style) of problem `index`: drawn from its own seeded generator."""
     rng = random.Random(f"geovlm.synth/{seed}/{index}/select")
-    fam_w = {f: w for f, w in weights(family, list(FAMILIES)).items() if w > 0}
+    fam_w = {f: w for f, w in family_weights(family).items() if w > 0}
     diff_w = weights(difficulty, DIFFICULTIES, DEFAULT_DIFFICULTY)
     # Only difficulties some chosen family offers (the shapes family is perception only).
     diff_w = {d: w for d, w in diff_w.items() if w > 0 and any(d in FAMILIES[f].difficulties for f in fam_w)}

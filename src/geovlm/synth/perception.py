@@ -3,7 +3,8 @@
 They need no reasoning, so a tiny model trained from scratch can learn them from the image, and a
 model that ignores the image is at chance: the text is one of a few fixed templates, the choices
 come from the same pool whatever the answer (shape names, letters of the figure, nearby numbers)
-and their order is random.
+and their order is random (except in `four_shapes`, whose four names keep one order; the answer's
+letter is still uniform).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from .choices import categorical_choices, numeric_choices, place
 from .exact import Exact
 from .families import FAMILIES
 from .families.base import MULTI_STEP, ONE_STEP, Construction
-from .families.shapes import SHAPES, shape_figure
+from .families.shapes import FOUR_SHAPES, FOUR_SHAPES_NAME, SHAPES, shape_figure
 from .figure import Figure, Given, Measure
 from .questions import decorate
 
@@ -47,9 +48,12 @@ class Perceived:
     givens: list[Given] = field(default_factory=list)
 
 
-def _shape(rng: random.Random) -> Perceived:
-    shape = rng.choice(SHAPES)
-    values, index = categorical_choices(rng, shape, SHAPES)
+def _shape(rng: random.Random, pool: tuple[str, ...], fixed_order: bool) -> Perceived:
+    shape = rng.choice(pool)
+    if fixed_order:
+        values, index = list(pool), pool.index(shape)
+    else:
+        values, index = categorical_choices(rng, shape, pool)
     return Perceived(
         kind="shape",
         figure=shape_figure(rng, shape),
@@ -183,7 +187,9 @@ def _value_at(c: Construction, figure: Figure, rng: random.Random) -> Perceived:
 def perceive(family: str, rng: random.Random) -> Perceived:
     """A perception question about a figure of `family`, drawn with its values shown."""
     if family == "shapes":
-        return _shape(rng)
+        return _shape(rng, SHAPES, fixed_order=False)
+    if family == FOUR_SHAPES_NAME:
+        return _shape(rng, FOUR_SHAPES, fixed_order=True)
     build = FAMILIES[family].build
     for _ in range(30):
         c = build(rng, rng.choice((ONE_STEP, MULTI_STEP)))

@@ -25,8 +25,7 @@ from multiprocessing.pool import Pool
 from pathlib import Path
 from typing import Any
 
-from .families import FAMILIES
-from .generate import DEFAULT_DIFFICULTY, Choice, generate_problem, weights
+from .generate import DEFAULT_DIFFICULTY, Choice, family_weights, generate_problem, weights
 from .problem import DIFFICULTIES, STYLES
 
 FORMAT_VERSION = 1
@@ -168,7 +167,9 @@ def write_dataset(
         train_idx, test_idx, skipped = plan_split(
             seed, n, test_fraction, family, difficulty, style, pool, progress
         )
-        tasks = [(seed, i, family, difficulty, style, size, line_scale, str(root), "train") for i in train_idx]
+        tasks = [
+            (seed, i, family, difficulty, style, size, line_scale, str(root), "train") for i in train_idx
+        ]
         tasks += [(seed, i, family, difficulty, style, size, line_scale, str(root), "test") for i in test_idx]
         for record, caption in _map(_make, tasks, pool, "synth", progress):
             if caption is not None:
@@ -191,7 +192,7 @@ def write_dataset(
         "line_scale": line_scale,
         "test_fraction": test_fraction,
         "options": {
-            "families": sorted(weights(family, list(FAMILIES))),
+            "families": sorted(family_weights(family)),
             "difficulty": weights(difficulty, DIFFICULTIES, DEFAULT_DIFFICULTY),
             "style": weights(style, STYLES),
         },

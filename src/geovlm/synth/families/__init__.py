@@ -31,5 +31,6 @@ FAMILIES: dict[str, Family] = {
         shapes,
     )
 }
+FAMILIES[shapes.FOUR_SHAPES_NAME] = shapes.FOUR_SHAPES_FAMILY
 
 __all__ = ["FAMILIES", "MULTI_STEP", "ONE_STEP", "PERCEPTION", "Construction", "Family"]

@@ -48,6 +48,7 @@ class Family:
     title: str  # a few words for previews and docs
     build: Callable[[random.Random, str], Construction]
     difficulties: tuple[str, ...] = (PERCEPTION, ONE_STEP, MULTI_STEP)
+    in_default_mix: bool = True  # drawn when no family is named
 
 
 def letters(rng: random.Random, n: int) -> list[str]:

@@ -11,6 +11,10 @@ from .base import PERCEPTION, Construction, Family, letters
 
 NAME = "shapes"
 SHAPES = ("triangle", "square", "rectangle", "pentagon", "hexagon", "circle")
+# The easiest perception task: four shapes that differ at 64 px, always listed in this order, so
+# the answer's letter names the shape (the CPU quickstart's task; a blind reader is still at 25%).
+FOUR_SHAPES_NAME = "four_shapes"
+FOUR_SHAPES = ("triangle", "square", "pentagon", "circle")
 
 
 def _polygon(rng: random.Random, n: int, jitter: float) -> list[Point]:
@@ -61,7 +65,14 @@ def _rect_angles(w: float, h: float) -> list[float]:
 
 
 def build(rng: random.Random, difficulty: str) -> Construction:
-    raise ValueError(f"the shapes family only has perception questions, not {difficulty!r}")
+    raise ValueError(f"the shapes families only have perception questions, not {difficulty!r}")
 
 
 FAMILY = Family(NAME, "which shape is drawn", build, difficulties=(PERCEPTION,))
+FOUR_SHAPES_FAMILY = Family(
+    FOUR_SHAPES_NAME,
+    "which of four shapes, choices in a fixed order",
+    build,
+    difficulties=(PERCEPTION,),
+    in_default_mix=False,  # a warm-up task: asked for by name (the quickstart does)
+)
