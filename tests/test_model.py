@@ -110,6 +110,38 @@ def test_sliced_logit_loss_equals_full_logit_loss():
     assert abs(summed.item() - full.item() / 2) < 1e-5
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_padded_batch_loss_equals_each_sample_alone(side):
+    """Right padding drops the mask (the causal mask hides pads); left padding keeps it. Both must
+    give each row the loss and gradient it has alone."""
+    from geovlm.modeling.model import padding_is_causally_hidden
+
+    model = tiny().train()
+    rows = [image_prompt(49, [100, 101, 102, 103, 104, 105]), image_prompt(49, [106, 107])]
+    pixels = torch.randn(2, 3, 224, 224)
+    length = max(map(len, rows))
+    ids = torch.full((2, length), 0)
+    mask = torch.zeros(2, length, dtype=torch.long)
+    labels = torch.full((2, length), -100)
+    alone_sum, count = 0.0, 0
+    for i, row in enumerate(rows):
+        span = slice(0, len(row)) if side == "right" else slice(length - len(row), length)
+        ids[i, span], mask[i, span] = torch.tensor(row), 1
+        labels[i, span] = torch.tensor([-100] * (len(row) - 5) + row[-5:])
+        one = model(input_ids=ids[i:i + 1, span], pixel_values=pixels[i:i + 1], labels=labels[i:i + 1, span])
+        n = int((labels[i, span][1:] != -100).sum())
+        alone_sum, count = alone_sum + one.loss * n, count + n
+    assert padding_is_causally_hidden(mask, labels) == (side == "right")
+    batched = model(input_ids=ids, pixel_values=pixels, attention_mask=mask, labels=labels).loss
+    torch.testing.assert_close(batched, alone_sum / count, rtol=1e-5, atol=1e-5)
+    grad_batched = torch.autograd.grad(batched, model.projector.linear_1.weight)[0]
+    grad_alone = torch.autograd.grad(alone_sum / count, model.projector.linear_1.weight)[0]
+    torch.testing.assert_close(grad_batched, grad_alone, rtol=1e-4, atol=1e-6)
+    # A supervised pad position must keep the mask (its loss would read garbage otherwise).
+    labels[mask == 0] = 7
+    assert not padding_is_causally_hidden(mask, labels)
+
+
 def test_frozen_vision_tower_builds_no_graph():
     model = tiny().train()
     model.vision_tower.requires_grad_(False)

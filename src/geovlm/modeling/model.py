@@ -39,6 +39,21 @@ class GeoVLMPreTrainedModel(PreTrainedModel):
             super()._init_weights(module)
 
 
+def padding_is_causally_hidden(attention_mask: torch.Tensor | None, labels: torch.Tensor) -> bool:
+    """True when every row is padded on the right only and no pad position is supervised.
+
+    Then the causal mask alone already keeps pads out of every real token's attention (pads come
+    after them) and positions count from 0 as before, so the padding mask can be dropped: SDPA takes
+    its causal, grouped-query path instead of a materialised 4-D mask and key/value heads copied to
+    match the query heads. Pad positions then compute garbage that no label reads.
+    """
+    if attention_mask is None:
+        return False
+    mask = attention_mask.bool()
+    right_padded = bool((mask[:, 1:] <= mask[:, :-1]).all())
+    return right_padded and not bool((labels[~mask] != IGNORE_INDEX).any())
+
+
 class GeoVLM(GeoVLMPreTrainedModel):
     """A small vision-language model for geometry diagrams.
 
@@ -165,6 +180,8 @@ class GeoVLM(GeoVLMPreTrainedModel):
             return self.language_model(
                 inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, **kwargs
             )
+        if position_ids is None and padding_is_causally_hidden(attention_mask, labels):
+            attention_mask = None
         hidden = self.language_model.model(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         ).last_hidden_state
