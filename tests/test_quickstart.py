@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import json
 
-from geovlm.train.quickstart import BLANK_IMAGE, QuickstartRecipe, run_quickstart
+from geovlm.train.quickstart import (
+    BASELINE_ROW,
+    BLANK_IMAGE,
+    BLIND_ROW,
+    VISION_ROW,
+    QuickstartRecipe,
+    run_quickstart,
+)
 
 
 def test_quickstart_runs_end_to_end_and_reports_both_models(tmp_path):
@@ -15,7 +22,7 @@ def test_quickstart_runs_end_to_end_and_reports_both_models(tmp_path):
                               max_new_tokens=8)
     result = run_quickstart(tmp_path, recipe, progress=False)
     table = result["table"]
-    assert "GeoVLM (sees the diagram)" in table and "text-only (blank images)" in table
+    assert all(row in table for row in (VISION_ROW, BLIND_ROW, BASELINE_ROW))
     assert "diagram-only" in table and "text-stated" in table
     summary = json.loads((tmp_path / "results.json").read_text())
     n_test = len((tmp_path / "data" / "test_questions.jsonl").read_text().splitlines())
@@ -25,4 +32,19 @@ def test_quickstart_runs_end_to_end_and_reports_both_models(tmp_path):
     blank_records = json.loads((tmp_path / "data-blank" / "qa_tuning.json").read_text())
     assert {r["image"] for r in blank_records} == {BLANK_IMAGE}
     assert (tmp_path / "vision" / "stage2" / "eval_results.json").exists()
+    assert (tmp_path / "vision" / "predictions-blank-images.jsonl").exists()  # the blind row
     assert (tmp_path / "vision" / "stage2" / "model.safetensors").exists()
+
+
+def test_quickstart_recipe_fields_are_command_line_options(monkeypatch, tmp_path):
+    from geovlm import cli
+    from geovlm.train import quickstart
+
+    seen = {}
+    monkeypatch.setattr(quickstart, "run_quickstart", lambda out, recipe, **kw: seen.update(out=out, recipe=recipe))
+    assert cli.main(["quickstart", "--out", str(tmp_path), "--stage2-steps", "7", "--stage2_lr", "1e-4",
+                     "--families", "{four_shapes: 1}", "--system-prompt", "Be brief."]) == 0
+    recipe = seen["recipe"]
+    assert (recipe.stage2_steps, recipe.stage2_lr, recipe.families) == (7, 1e-4, {"four_shapes": 1})
+    assert recipe.system_prompt == "Be brief." and recipe.batch_size == QuickstartRecipe().batch_size
+    assert cli.main(["quickstart", "--stage2-steps", "many"]) == 2  # a typed field refuses a word

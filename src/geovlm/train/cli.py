@@ -44,6 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     quick.add_argument("--vision", help="real vision backbone (hub id or folder)")
     quick.add_argument("--llm", help="real language backbone (hub id or folder)")
     quick.add_argument("--data", help="data root in the README's layout (LLaVA-CC3M-Pretrain-595K/, Geo170K/)")
+    from geovlm.train.config import add_field_arguments
+    from geovlm.train.quickstart import QuickstartRecipe
+
+    add_field_arguments(quick, QuickstartRecipe, "CPU recipe (values are YAML, e.g. --stage2-steps 900)")
     quick.set_defaults(func=run_quickstart_cli)
 
 
@@ -74,9 +78,14 @@ def run_quickstart_cli(args: argparse.Namespace) -> int:
         raise CLIError("the real recipe needs all of --vision, --llm and --data")
     if all(real):
         return run_real_recipe(args)
-    from geovlm.train.quickstart import run_quickstart
+    from geovlm.train.config import field_overrides
+    from geovlm.train.quickstart import QuickstartRecipe, run_quickstart
 
-    run_quickstart(args.out, progress=not args.quiet, baseline=not args.no_baseline)
+    try:
+        recipe = QuickstartRecipe(**field_overrides(args, QuickstartRecipe))
+    except (TypeError, ValueError) as err:
+        raise CLIError(f"quickstart recipe: {err}") from err
+    run_quickstart(args.out, recipe, progress=not args.quiet, baseline=not args.no_baseline)
     return 0
 
 

@@ -60,6 +60,7 @@ def training_arguments(config: TrainConfig, **overrides: Any) -> TrainingArgumen
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         learning_rate=config.learning_rate,
         weight_decay=config.weight_decay,
+        adam_beta2=config.adam_beta2,
         warmup_steps=config.warmup_ratio,
         lr_scheduler_type=config.lr_scheduler,
         max_grad_norm=config.max_grad_norm,
