@@ -198,3 +198,13 @@ def test_two_thousand_problems_within_a_minute(tmp_path: Path) -> None:
         == 0
     )
     assert time.perf_counter() - start < 60
+
+
+def test_held_out_shapes_cover_every_class(tmp_path: Path) -> None:
+    """Held-out perception questions must be new drawings; a shape drawn the same way every time
+    (a bare circle was) would be deduplicated out of the test split entirely."""
+    write_dataset(tmp_path, 600, 0, family="four_shapes", size=64, test_fraction=0.2, progress=False)
+    answers = [json.loads(line)["text"] for line in (tmp_path / "test_answers.jsonl").read_text().splitlines()]
+    assert len(answers) == 120
+    for letter in "ABCD":
+        assert answers.count(letter) >= 0.15 * len(answers), (letter, answers.count(letter))

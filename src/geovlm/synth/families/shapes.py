@@ -29,9 +29,16 @@ def _polygon(rng: random.Random, n: int, jitter: float) -> list[Point]:
 def shape_figure(rng: random.Random, shape: str) -> Figure:
     """A lone outline of `shape`, with vertex labels half of the time."""
     if shape == "circle":
-        pts = {"O": (0.0, 0.0)}
-        with_centre = rng.random() < 0.5
-        return Figure(pts, ["O"] if with_centre else [], circles=[Circle("O", 3.0)], shape=shape)
+        # A radius or a labelled point at a random angle: otherwise every circle is the same picture
+        # (and no held-out circle would be new).
+        centre, rim = letters(rng, 2) if rng.random() < 0.5 else ("O", "A")
+        pts = {centre: (0.0, 0.0), rim: polar(3.0, rng.uniform(0, 360))}
+        radius = rng.random() < 0.5
+        labelled = [centre] if rng.random() < 0.5 else []
+        if not radius or rng.random() < 0.5:
+            labelled.append(rim)
+        segments = [Segment(centre, rim)] if radius else []
+        return Figure(pts, labelled, segments, circles=[Circle(centre, 3.0)], shape=shape)
     if shape == "triangle":
         while True:
             corners = [polar(3.0, rng.uniform(0, 360)) for _ in range(3)]
