@@ -37,8 +37,8 @@ class QuickstartRecipe:
     test_fraction: float = 0.1
     # Diagram-only: which of four shapes (choices in a fixed order, so the letter names the shape);
     # text-stated: one-step angle sums, values in the question.
-    families: dict[str, float] = field(default_factory=lambda: {"four_shapes": 0.8, "triangle_angle_sum": 0.2})
-    difficulty: dict[str, float] = field(default_factory=lambda: {"perception": 0.8, "one_step": 0.2})
+    families: dict[str, float] = field(default_factory=lambda: {"four_shapes": 0.9, "triangle_angle_sum": 0.1})
+    difficulty: dict[str, float] = field(default_factory=lambda: {"perception": 0.9, "one_step": 0.1})
     style: str = "text"  # of the reasoning questions (perception questions are always diagram-only)
     render_size: int = 64  # drawn at the size the tower sees
     line_scale: float = 6.0  # ~2-4 px lines at 64 px: thin lines vanish for a tower trained from scratch
@@ -50,15 +50,15 @@ class QuickstartRecipe:
     text_config: dict[str, Any] = field(default_factory=lambda: dict(
         hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, initializer_range=0.06))
-    merge_factor: int = 4  # 8×8 patches → 16 image tokens
+    merge_factor: int = 1  # all 64 patches as image tokens: a larger share of the answer's attention than 16
     system_prompt: str | None = None  # shorter samples; the tiny LM gains nothing from it
     batch_size: int = 32
     stage1_steps: int = 20
     stage1_lr: float = 2e-3
-    stage2_steps: int = 600
+    stage2_steps: int = 1000
     stage2_lr: float = 3e-4  # the LM
-    stage2_projector_lr: float = 3e-3
-    stage2_vision_lr: float = 3e-3
+    stage2_projector_lr: float = 2e-3
+    stage2_vision_lr: float = 2e-3
     adam_beta2: float = 0.98
     # Frozen (tied) embeddings: the 19.4M-row vocabulary update was ~40% of each step, and the
     # model learns faster without it (docs/BENCHMARKS.md#quickstart).
@@ -135,9 +135,9 @@ def initial_model(out: Path, recipe: QuickstartRecipe) -> Path:
 def stage_configs(init: Path, data: Path, out: Path, recipe: QuickstartRecipe, progress: bool) -> list[TrainConfig]:
     records = "qa_answer_only.json" if recipe.answer_only else "qa_tuning.json"
     common = dict(data=[DataSource(path=str(data / records), images=str(data))],
-                  per_device_batch_size=recipe.batch_size, seed=recipe.seed, max_length=256, num_workers=0,
+                  per_device_batch_size=recipe.batch_size, seed=recipe.seed, max_length=256, num_workers=1,
                   logging_steps=20, save_steps=10_000, save_total_limit=1, report_to="tensorboard",
-                  progress_bar=progress, precision="fp32", sampling="random", warmup_ratio=0.05,
+                  progress_bar=progress, precision="fp32", sampling="group_by_length", warmup_ratio=0.05,
                   system_prompt=recipe.system_prompt, adam_beta2=recipe.adam_beta2)
     stage1 = TrainConfig(stage="pretrain", init_from=str(init), max_steps=recipe.stage1_steps,
                          learning_rate=recipe.stage1_lr, output_dir=str(out / "stage1"), **common)

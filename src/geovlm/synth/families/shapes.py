@@ -14,7 +14,7 @@ SHAPES = ("triangle", "square", "rectangle", "pentagon", "hexagon", "circle")
 # The easiest perception task: four shapes that differ at 64 px, always listed in this order, so
 # the answer's letter names the shape (the CPU quickstart's task; a blind reader is still at 25%).
 FOUR_SHAPES_NAME = "four_shapes"
-FOUR_SHAPES = ("triangle", "square", "pentagon", "circle")
+FOUR_SHAPES = ("triangle", "square", "rectangle", "circle")
 
 
 def _polygon(rng: random.Random, n: int, jitter: float) -> list[Point]:
