@@ -247,3 +247,35 @@ def test_image_free_batch_still_trains_the_connector():
     assert grad is not None and torch.count_nonzero(grad) == 0  # used, contributing exactly zero
     with torch.no_grad():
         torch.testing.assert_close(model(input_ids=ids, labels=ids).loss, loss.detach())
+
+
+def test_lean_mlp_matches_qwen2_mlp_and_keeps_less_for_backward():
+    from transformers.models.qwen2.modeling_qwen2 import Qwen2MLP
+
+    from geovlm.modeling.swiglu import LeanQwen2MLP
+
+    model = tiny()
+    assert all(type(layer.mlp) is LeanQwen2MLP for layer in model.language_model.model.layers)
+    lean = model.language_model.model.layers[0].mlp.double()
+    plain = Qwen2MLP(model.config.text_config).double()
+    plain.load_state_dict(lean.state_dict())
+    x = torch.randn(3, 7, model.config.text_config.hidden_size, dtype=torch.float64, requires_grad=True)
+    out_lean, out_plain = lean(x), plain(x)
+    assert torch.equal(out_lean, out_plain)  # the same forward operations
+    grads = [torch.autograd.grad(out.square().sum(), [x, *m.parameters()])
+             for out, m in ((out_lean, lean), (out_plain, plain))]
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+    def activations_kept(mlp) -> int:  # elements autograd keeps for the backward, weights frozen
+        mlp.requires_grad_(False)
+        weights = {p.data_ptr() for p in mlp.parameters()}
+        sizes = []
+        with torch.autograd.graph.saved_tensors_hooks(
+                lambda t: sizes.append(0 if t.data_ptr() in weights else t.numel()) or t, lambda t: t):
+            mlp(x)
+        return sum(sizes)
+
+    intermediate = x.shape[0] * x.shape[1] * model.config.text_config.intermediate_size
+    assert activations_kept(plain) == 3 * intermediate
+    assert activations_kept(lean) == 2 * intermediate

@@ -67,6 +67,7 @@ class TrainStepRunner:
     """
 
     def __init__(self, settings: Settings, stage: str, variant: str) -> None:
+        from geovlm.modeling.swiglu import use_lean_mlps
         from geovlm.train.config import TrainConfig
         from geovlm.train.recipes import apply_recipe, count_parameters
 
@@ -81,6 +82,8 @@ class TrainStepRunner:
         device = settings.device
         t0 = time.perf_counter()
         self.model, processor = build_model(settings.preset, seed=settings.seed)
+        if variant == "seed":
+            use_lean_mlps(self.model, lean=False)  # the seed used stock Qwen2 MLPs
         if stage == "stage1":
             recipe = TrainConfig(stage="pretrain")
         else:

@@ -14,6 +14,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from geovlm.constants import IGNORE_INDEX
 from geovlm.modeling.config import GeoVLMConfig
 from geovlm.modeling.connector import MERGES, Projector
+from geovlm.modeling.swiglu import use_lean_mlps
 
 
 class GeoVLMPreTrainedModel(PreTrainedModel):
@@ -71,6 +72,7 @@ class GeoVLM(GeoVLMPreTrainedModel):
             config.projector_hidden_act,
         )
         self.language_model = Qwen2ForCausalLM(config.text_config)
+        use_lean_mlps(self.language_model)  # a third less activation memory, same outputs
         self.post_init()
 
     # ----------------------------------------------------------------- construction
