@@ -164,7 +164,8 @@ def train_and_evaluate(name: str, data: Path, out: Path, init: Path, recipe: Qui
     report = evaluate_on(model, processor, data, out / "predictions.jsonl", recipe, progress)
     (final / "eval_results.json").write_text(json.dumps(report.to_dict(), indent=2))
     write_model_card(final, config, model.config)  # again, now with the evaluation
-    return {"model": str(final), "train_seconds": round(train_seconds, 1), "report": report}
+    return {"model": str(final), "train_seconds": round(train_seconds, 1), "report": report,
+            "loaded": (model, processor)}
 
 
 def evaluate_on(model: Any, processor: Any, data: Path, predictions: Path, recipe: QuickstartRecipe,
@@ -176,14 +177,13 @@ def evaluate_on(model: Any, processor: Any, data: Path, predictions: Path, recip
                     predictions, batch_size=64, max_new_tokens=recipe.max_new_tokens, progress=progress)
 
 
-def blind_test(folder: str, blank: Path, out: Path, recipe: QuickstartRecipe, progress: bool) -> dict[str, Any]:
+def blind_test(trained: dict[str, Any], blank: Path, out: Path, recipe: QuickstartRecipe,
+               progress: bool) -> dict[str, Any]:
     """The trained model asked the same questions with every diagram blanked: near chance on
     diagram-only questions if it really answers them from the picture."""
-    from geovlm.loading import load_pretrained
-
-    model, processor = load_pretrained(folder)
+    model, processor = trained["loaded"]
     report = evaluate_on(model, processor, blank, out / "predictions-blank-images.jsonl", recipe, progress)
-    return {"model": folder, "train_seconds": 0.0, "report": report}
+    return {"model": trained["model"], "train_seconds": 0.0, "report": report}
 
 
 def style_accuracy(report: Any) -> dict[str, float]:
@@ -214,7 +214,7 @@ def run_quickstart(out: str | Path = "out/quickstart", recipe: QuickstartRecipe 
     init = initial_model(out, recipe)
     blank = blank_copy(data, out)
     vision = train_and_evaluate("vision", data, out / "vision", init, recipe, progress)
-    results = {VISION_ROW: vision, BLIND_ROW: blind_test(vision["model"], blank, out / "vision", recipe, progress)}
+    results = {VISION_ROW: vision, BLIND_ROW: blind_test(vision, blank, out / "vision", recipe, progress)}
     if baseline:
         results[BASELINE_ROW] = train_and_evaluate("text-only baseline", blank, out / "text-only", init, recipe,
                                                    progress)
