@@ -159,6 +159,74 @@ def test_frozen_vision_tower_builds_no_graph():
     assert seen == [None]
 
 
+SYSTEM = [IM_START, 8948, 198, 2610, 525, 264, 10950, 17847, 13, IM_END, 198]  # "system\nYou are a helpful assistant."
+
+
+def test_shared_prefix_length_stops_at_divergence_images_and_targets():
+    from geovlm.modeling.model import shared_prefix_length
+
+    ids = torch.tensor([SYSTEM + [1, 2, PAD, PAD, 5, 6], SYSTEM + [1, 2, PAD, PAD, 7, 8]])
+    labels = torch.full_like(ids, -100)
+    assert shared_prefix_length(ids, labels, PAD) == len(SYSTEM) + 2  # the image starts there
+    labels[1, len(SYSTEM) + 1] = 2  # predicted from the position before it, which must stay
+    assert shared_prefix_length(ids, labels, PAD) == len(SYSTEM)
+    ids[0, 3] = 99
+    assert shared_prefix_length(ids, labels, PAD) == 3
+    text = torch.tensor([[1, 2, 3], [1, 2, 3]])
+    assert shared_prefix_length(text, torch.full_like(text, -100), PAD) == 2  # one position is left
+
+
+def stage1_batch() -> tuple[dict, int]:
+    """Three right-padded rows that start with the same system turn; pads at the end."""
+    rows = [SYSTEM + image_prompt(49, [100, 101, 102, 103, 104, 105]), SYSTEM + image_prompt(49, [106, 107]),
+            SYSTEM + image_prompt(49, [108, 109, 110])]
+    length = max(map(len, rows))
+    ids, mask = torch.zeros(3, length, dtype=torch.long), torch.zeros(3, length, dtype=torch.long)
+    labels = torch.full((3, length), -100)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)], mask[i, :len(row)] = torch.tensor(row), 1
+        labels[i, len(row) - 4:len(row)] = torch.tensor(row[-4:])
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "pixel_values": torch.randn(3, 3, 224, 224)}, length
+
+
+def loss_grad_and_lengths(model: GeoVLM, batch: dict) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Loss, projector gradient, and the sequence length each call of the first LM layer saw."""
+    lengths: list[int] = []
+    hook = model.language_model.model.layers[0].register_forward_pre_hook(
+        lambda m, args: lengths.append(args[0].shape[1]))
+    loss = model(**batch).loss
+    hook.remove()
+    return loss, torch.autograd.grad(loss, model.projector.linear_1.weight)[0], lengths
+
+
+def test_shared_prefix_of_a_frozen_lm_runs_once_and_changes_nothing(monkeypatch):
+    from geovlm.modeling import model as model_module
+
+    model = tiny().train()
+    model.vision_tower.requires_grad_(False)
+    model.language_model.requires_grad_(False)
+    batch, length = stage1_batch()
+    loss, grad, lengths = loss_grad_and_lengths(model, batch)
+    assert lengths == [len(SYSTEM) + 4, length - len(SYSTEM) - 4]  # system turn + "<|im_start|>user\n<|vision_start|>"
+    monkeypatch.setattr(model_module, "shared_prefix_length", lambda *args: 0)
+    plain_loss, plain_grad, plain_lengths = loss_grad_and_lengths(model, batch)
+    assert plain_lengths == [length]
+    torch.testing.assert_close(loss, plain_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, plain_grad, rtol=1e-4, atol=1e-7)
+
+
+def test_shared_prefix_is_not_used_when_the_lm_trains_or_recomputes():
+    model = tiny().train()
+    model.vision_tower.requires_grad_(False)
+    batch, length = stage1_batch()
+    assert loss_grad_and_lengths(model, batch)[2] == [length]  # the LM trains: prefix positions need gradients
+    model.language_model.requires_grad_(False)
+    model.activation_checkpointing_enable(every_n_layers=2)  # a layer's recompute would drop the prefix's cache
+    assert loss_grad_and_lengths(model, batch)[2] == [length]
+    model.activation_checkpointing_disable()
+    assert len(loss_grad_and_lengths(model, batch)[2]) == 2
+
+
 # ---------------------------------------------------------------------------- generation
 def no_cache_greedy(model: GeoVLM, ids: torch.Tensor, pixels: torch.Tensor, steps: int) -> list[int]:
     """The plain way: re-run the whole model on the whole sequence for every new token."""
@@ -265,7 +333,7 @@ def test_lean_mlp_matches_qwen2_mlp_and_keeps_less_for_backward():
     grads = [torch.autograd.grad(out.square().sum(), [x, *m.parameters()])
              for out, m in ((out_lean, lean), (out_plain, plain))]
     for a, b in zip(*grads, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        assert torch.equal(a, b)  # the same kernels as stock autograd
 
     def activations_kept(mlp) -> int:  # elements autograd keeps for the backward, weights frozen
         mlp.requires_grad_(False)

@@ -6,14 +6,14 @@ import os
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel, Qwen2ForCausalLM, SiglipVisionModel
+from transformers import DynamicCache, PreTrainedModel, Qwen2ForCausalLM, SiglipVisionModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from geovlm.constants import IGNORE_INDEX
 from geovlm.modeling.config import GeoVLMConfig
 from geovlm.modeling.connector import MERGES, Projector
+from geovlm.modeling.linear_ce import linear_cross_entropy_sum
 from geovlm.modeling.swiglu import use_lean_mlps
 
 
@@ -53,6 +53,23 @@ def padding_is_causally_hidden(attention_mask: torch.Tensor | None, labels: torc
     mask = attention_mask.bool()
     right_padded = bool((mask[:, 1:] <= mask[:, :-1]).all())
     return right_padded and not bool((labels[~mask] != IGNORE_INDEX).any())
+
+
+def shared_prefix_length(input_ids: torch.LongTensor, labels: torch.LongTensor, image_token_id: int) -> int:
+    """How many leading positions every row shares and no loss term needs a gradient through.
+
+    Those are the same ids in every row (e.g. the system turn), before any image and before the
+    first position whose next token is supervised; at least one position is left after them.
+    """
+    length = input_ids.shape[1]
+
+    def first(columns: torch.Tensor) -> int:
+        return int(columns.int().argmax()) if bool(columns.any()) else length
+
+    common = first(~(input_ids == input_ids[:1]).all(dim=0))
+    first_image = first((input_ids == image_token_id).any(dim=0))
+    first_target = first((labels != IGNORE_INDEX).any(dim=0))
+    return max(0, min(common, first_image, first_target - 1, length - 1))
 
 
 class GeoVLM(GeoVLMPreTrainedModel):
@@ -184,11 +201,46 @@ class GeoVLM(GeoVLMPreTrainedModel):
             )
         if position_ids is None and padding_is_causally_hidden(attention_mask, labels):
             attention_mask = None
-        hidden = self.language_model.model(
-            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-        ).last_hidden_state
-        loss = self.supervised_loss(hidden, labels, num_items_in_batch)
+        prefix = 0
+        if attention_mask is None and position_ids is None and input_ids is not None and self._lm_needs_no_gradient():
+            prefix = shared_prefix_length(input_ids, labels, self.config.image_token_id)
+        hidden = self._hidden_states(inputs_embeds, attention_mask, position_ids, prefix)
+        loss = self.supervised_loss(hidden, labels[:, prefix:], num_items_in_batch)
         return CausalLMOutputWithPast(loss=loss, logits=None)
+
+    def _lm_needs_no_gradient(self) -> bool:
+        """True when no LM weight trains (stage 1) or no gradient is taken, and no layer recomputes
+        its forward (gradient checkpointing drops the KV cache that `_hidden_states` passes)."""
+        body = self.language_model.model
+        if any(getattr(layer, "gradient_checkpointing", False) for layer in body.layers):
+            return False
+        return not torch.is_grad_enabled() or not any(p.requires_grad for p in self.language_model.parameters())
+
+    def _hidden_states(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.LongTensor | None,
+        prefix: int,
+    ) -> torch.Tensor:
+        """The LM's final hidden states after the first `prefix` positions (all of them for 0).
+
+        A shared prefix (the system turn every sample starts with) runs once, for one row, without
+        autograd, and the rest of the batch attends to its cached keys and values: with the LM
+        frozen its hidden states are the same in every row and carry no gradient, so the batch skips
+        their forward in all rows but one and their backward entirely (a tenth of a real-size
+        stage-1 step's FLOPs).
+        """
+        body = self.language_model.model
+        if not prefix:
+            return body(
+                inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+            ).last_hidden_state
+        cache = DynamicCache(config=body.config)
+        with torch.no_grad():
+            body(inputs_embeds=inputs_embeds[:1, :prefix].detach(), cache=cache, use_cache=True)
+        cache.batch_repeat_interleave(inputs_embeds.shape[0])
+        return body(inputs_embeds=inputs_embeds[:, prefix:], cache=cache, use_cache=True).last_hidden_state
 
     def supervised_loss(
         self,
@@ -199,8 +251,7 @@ class GeoVLM(GeoVLMPreTrainedModel):
         """Next-token cross-entropy over positions whose (shifted) label is not -100."""
         targets = labels[:, 1:]
         keep = targets != IGNORE_INDEX
-        logits = self.language_model.lm_head(hidden[:, :-1][keep]).float()
-        loss_sum = F.cross_entropy(logits, targets[keep], reduction="sum")
+        loss_sum = linear_cross_entropy_sum(self.language_model.lm_head, hidden[:, :-1][keep], targets[keep])
         if num_items_in_batch is None:
             return loss_sum / keep.sum().clamp(min=1)
         if isinstance(num_items_in_batch, torch.Tensor):

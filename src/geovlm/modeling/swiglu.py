@@ -4,7 +4,8 @@ Qwen2's MLP computes `down(silu(gate(x)) * up(x))`; autograd then keeps `gate(x)
 and `up(x)`, three intermediate-wide tensors per layer. The product's backward needs only `gate(x)`
 and `up(x)` (the SiLU is recomputed, one elementwise pass): a third less activation memory in every
 MLP that gradients flow through — in stage 1 that is all 24 frozen layers between the loss and the
-projector. The forward is the same operation, so outputs are bit-identical.
+projector. Forward and backward run the same kernels as stock autograd, so outputs and
+gradients are bit-identical.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ class _SiluMul(torch.autograd.Function):
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         gate, up = ctx.saved_tensors
-        sigmoid = torch.sigmoid(gate)
-        grad_gate = grad * up * sigmoid * (1 + gate * (1 - sigmoid))  # d silu(g)/dg = σ(g)(1 + g(1 - σ(g)))
-        return grad_gate, grad * gate * sigmoid
+        # The kernels stock autograd runs, so the gradients are bit-identical to Qwen2MLP's; four
+        # elementwise passes (a hand-written SiLU derivative took eight and 3x the time).
+        grad_gate = torch.ops.aten.silu_backward(grad * up, gate)
+        return grad_gate, F.silu(gate).mul_(grad)
 
 
 def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,76 @@
+"""The chunked linear cross-entropy against the plain `F.cross_entropy(lm_head(h))`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from geovlm.modeling import linear_ce
+from geovlm.modeling.linear_ce import linear_cross_entropy_sum
+
+VOCAB, WIDTH, ROWS = 1000, 16, 37
+
+
+def head_and_rows(dtype: torch.dtype, train_head: bool) -> tuple[nn.Linear, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    head = nn.Linear(WIDTH, VOCAB, bias=False).to(dtype).requires_grad_(train_head)
+    hidden = torch.randn(ROWS, WIDTH, dtype=dtype, requires_grad=True)
+    targets = torch.randint(0, VOCAB, (ROWS,))
+    return head, hidden, targets
+
+
+@pytest.mark.parametrize("train_head", [False, True])
+def test_chunked_loss_and_gradients_equal_the_plain_computation(monkeypatch, train_head):
+    monkeypatch.setattr(linear_ce, "CHUNK_BYTES", 4 * VOCAB * 8)  # 8 rows a chunk: 5 chunks, the last short
+    head, hidden, targets = head_and_rows(torch.float64, train_head)
+    inputs = [hidden, head.weight] if train_head else [hidden]
+    plain = F.cross_entropy(head(hidden), targets, reduction="sum")
+    chunked = linear_cross_entropy_sum(head, hidden, targets)
+    torch.testing.assert_close(chunked, plain.float(), rtol=1e-6, atol=1e-6)
+    # A scale after the loss (mean over a token count, gradient accumulation) reaches the gradients.
+    for got, want in zip(torch.autograd.grad(chunked * 0.3, inputs), torch.autograd.grad(plain * 0.3, inputs),
+                         strict=True):
+        assert got.dtype == want.dtype
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-9)
+
+
+def test_keeps_no_vocabulary_wide_tensor_for_the_backward():
+    head, hidden, targets = head_and_rows(torch.float32, train_head=False)
+    kept: list[int] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.data_ptr() != head.weight.data_ptr():
+            kept.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        F.cross_entropy(head(hidden), targets, reduction="sum")
+    assert max(kept) >= ROWS * VOCAB  # what the plain computation keeps: the log-probabilities
+    kept.clear()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        linear_cross_entropy_sum(head, hidden, targets)
+    assert sum(kept) == ROWS * WIDTH  # only the gradient of the rows
+
+
+def test_plain_path_without_gradients_and_for_wrapped_heads():
+    head, hidden, targets = head_and_rows(torch.float32, train_head=False)
+    plain = F.cross_entropy(head(hidden), targets, reduction="sum")
+    with torch.no_grad():
+        assert torch.equal(linear_cross_entropy_sum(head, hidden, targets), plain.detach())
+    assert linear_cross_entropy_sum(head, hidden, targets).grad_fn.name() == "_LinearCrossEntropyBackward"
+    wrapped = nn.Sequential(head)  # e.g. a LoRA layer: its `weight` is not the whole head
+    assert linear_cross_entropy_sum(wrapped, hidden, targets).grad_fn.name() == "NllLossBackward0"
+
+
+def test_bf16_autocast_matches_the_plain_computation_under_autocast():
+    head, hidden, targets = head_and_rows(torch.float32, train_head=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = F.cross_entropy(head(hidden).float(), targets, reduction="sum")
+        chunked = linear_cross_entropy_sum(head, hidden, targets)
+    torch.testing.assert_close(chunked, plain, rtol=1e-3, atol=1e-3)
+    for got, want in zip(torch.autograd.grad(chunked, [hidden, head.weight]),
+                         torch.autograd.grad(plain, [hidden, head.weight]), strict=True):
+        assert got.dtype == want.dtype == torch.float32
+        torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-3)
