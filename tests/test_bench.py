@@ -105,6 +105,7 @@ def test_quick_run_writes_every_section(tmp_path):
         for variant in ("geovlm", "seed"):
             v = results[stage][variant]
             assert v["seconds_per_step"] > 0 and v["memory"]["peak_bytes"] > 0 and v["flops_per_step"] > 0
+            assert len(v["probe_flops_per_s"]) == len(v["times"]) and min(v["probe_flops_per_s"]) > 0
         assert results[stage]["ratios"]["time"] > 0
     generation = results["generation"]
     assert generation["agreement_checked"] and generation["greedy_agree"]

@@ -259,16 +259,25 @@ def count_flops() -> Iterator[dict[str, int]]:
     result["total"] = int(mode.get_total_flops())
 
 
-def roofline(settings: Settings, n: int | None = None, reps: int = 5) -> dict[str, Any]:
+def roofline(settings: Settings, n: int | None = None, reps: int = 5, warm_seconds: float = 0.3) -> dict[str, Any]:
     """FLOP/s of a square `torch.mm` in the run's compute dtype: what a dense matmul reaches here."""
     n = n or settings.roofline_n
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=gen).to(settings.device, settings.torch_dtype)
     b = torch.randn(n, n, generator=gen).to(settings.device, settings.torch_dtype)
-    warm_until = time.perf_counter() + 0.3  # thread pools up, clocks settled
+    warm_until = time.perf_counter() + warm_seconds  # thread pools up, clocks settled
     while time.perf_counter() < warm_until:
         timed(lambda: torch.mm(a, b), settings.device)
     times = [timed(lambda: torch.mm(a, b), settings.device)[0] for _ in range(reps)]
     seconds = median(times)
     return {"n": n, "dtype": settings.dtype, "seconds": seconds, "flops_per_s": 2 * n**3 / seconds,
             "threads": torch.get_num_threads(), "load_average": load_average()}  # fmt: skip
+
+
+def speed_probe(settings: Settings) -> float:
+    """FLOP/s of a short `torch.mm` (half the roofline's size) run just before a timed repetition.
+
+    Other tenants of a shared host slow it down without showing in this machine's `/proc/stat`; a
+    repetition whose probe is well below the roofline ran on a slowed machine.
+    """
+    return roofline(settings, n=settings.roofline_n // 2, reps=3, warm_seconds=0.0)["flops_per_s"]

@@ -308,7 +308,8 @@ def format_table(results: dict[str, Any]) -> str:
                       f"{len(geo['times'])} (after {s['warmup']} warm-up) on each sampler's median batch"
                       + (", variants alternated" if s["interleave"] else ", variants one after the other"),
                   f"{'variant':<12}{'s/step':>8}{'min':>7}{'samples/s':>10}{'peak mem':>11}{'step mem':>10}"
-                  f"{'GFLOP/step':>11}{'GFLOP/s':>8}{'%roof':>6}{'batch':>9}{'epoch pad':>10}{'others':>8}"]  # fmt: skip
+                  f"{'GFLOP/step':>11}{'GFLOP/s':>8}{'%roof':>6}{'batch':>9}{'epoch pad':>10}{'others':>8}"
+                  f"{'probe':>7}"]  # fmt: skip
         for name, v in block.items():
             if name == "ratios" or "skipped" in v:
                 continue
@@ -318,7 +319,7 @@ def format_table(results: dict[str, Any]) -> str:
                 f"{_gb(v['memory']['peak_bytes']):>11}{_gb(v['memory']['step_bytes']):>10}"
                 f"{v['flops_per_step'] / 1e9:>11.0f}{v['achieved_flops_per_s'] / 1e9:>8.1f}{pct:>6}"
                 f"{v['batch_size']:>4}x{v['padded_length']:<4}{100 * v['padding']['padding_fraction']:>9.1f}%"
-                f"{_cores(v['others_cores']):>8}"
+                f"{_cores(v['others_cores']):>8}{median(v['probe_flops_per_s']) / 1e9:>7.0f}"
             )
         r = block["ratios"]
         lines.append(f"GeoVLM / seed: time {r['time']:.2f}x (min-to-min {r['time_min']:.2f}x), peak memory "

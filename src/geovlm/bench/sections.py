@@ -23,6 +23,7 @@ from geovlm.bench.common import (
     load_average,
     log,
     median,
+    speed_probe,
     timed,
 )
 from geovlm.bench.seed_style import seed_generate, seed_loss
@@ -104,6 +105,7 @@ class TrainStepRunner:
         self.flops = 0
         self.times: list[float] = []
         self.others_cores: list[float | None] = []
+        self.probes: list[float] = []
         self.losses: list[float] = []
         self.memory = PeakMemory(device)
         self.memory.start()
@@ -139,6 +141,7 @@ class TrainStepRunner:
         return seconds
 
     def rep(self, i: int) -> float:
+        self.probes.append(speed_probe(self.settings))
         with CpuLoad() as load:
             seconds, loss = timed(self._step, self.settings.device)
         self.times.append(seconds)
@@ -165,6 +168,7 @@ class TrainStepRunner:
             "samples_per_s": self.batch_size / seconds,
             "times": self.times,
             "others_cores": self.others_cores,
+            "probe_flops_per_s": self.probes,
             "flops_per_step": self.flops,
             "achieved_flops_per_s": self.flops / seconds,
             "flop_count_method": "torch.utils.flop_counter.FlopCounterMode over one eager step (forward+backward)",
