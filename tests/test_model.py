@@ -163,7 +163,7 @@ SYSTEM = [IM_START, 8948, 198, 2610, 525, 264, 10950, 17847, 13, IM_END, 198]  #
 
 
 def test_shared_prefix_length_stops_at_divergence_images_and_targets():
-    from geovlm.modeling.model import shared_prefix_length
+    from geovlm.modeling.shared_prefix import shared_prefix_length
 
     ids = torch.tensor([SYSTEM + [1, 2, PAD, PAD, 5, 6], SYSTEM + [1, 2, PAD, PAD, 7, 8]])
     labels = torch.full_like(ids, -100)
@@ -208,11 +208,33 @@ def test_shared_prefix_of_a_frozen_lm_runs_once_and_changes_nothing(monkeypatch)
     batch, length = stage1_batch()
     loss, grad, lengths = loss_grad_and_lengths(model, batch)
     assert lengths == [len(SYSTEM) + 4, length - len(SYSTEM) - 4]  # system turn + "<|im_start|>user\n<|vision_start|>"
+    assert loss_grad_and_lengths(model, batch)[2] == [length - len(SYSTEM) - 4]  # the next step reuses it
+    assert model.shared_prefix.runs == 1
     monkeypatch.setattr(model_module, "shared_prefix_length", lambda *args: 0)
     plain_loss, plain_grad, plain_lengths = loss_grad_and_lengths(model, batch)
     assert plain_lengths == [length]
     torch.testing.assert_close(loss, plain_loss, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad, plain_grad, rtol=1e-4, atol=1e-7)
+
+
+def test_shared_prefix_is_recomputed_when_weights_or_ids_change():
+    model = tiny().train()
+    model.vision_tower.requires_grad_(False)
+    model.language_model.requires_grad_(False)
+    batch, _ = stage1_batch()
+    model(**batch)
+    with torch.no_grad():  # e.g. load_state_dict, or an optimizer on a layer the user unfroze
+        model.language_model.model.layers[0].self_attn.k_proj.weight.mul_(1.5)
+    changed = model(**batch).loss
+    assert model.shared_prefix.runs == 2
+    model.shared_prefix.clear()
+    with torch.no_grad():
+        model.language_model.model.layers[0].self_attn.k_proj.weight.div_(1.5)
+    model(**batch)
+    assert not torch.allclose(changed, model(**batch).loss)  # the test can tell the weights apart
+    batch["input_ids"][:, 2] = 4  # another system prompt
+    model(**batch)
+    assert model.shared_prefix.runs == 4
 
 
 def test_shared_prefix_is_not_used_when_the_lm_trains_or_recomputes():
@@ -225,6 +247,8 @@ def test_shared_prefix_is_not_used_when_the_lm_trains_or_recomputes():
     assert loss_grad_and_lengths(model, batch)[2] == [length]
     model.activation_checkpointing_disable()
     assert len(loss_grad_and_lengths(model, batch)[2]) == 2
+    model.language_model.config.attention_dropout = 0.1  # rows would draw different dropout
+    assert loss_grad_and_lengths(model, batch)[2] == [length]
 
 
 # ---------------------------------------------------------------------------- generation

@@ -7,13 +7,14 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import DynamicCache, PreTrainedModel, Qwen2ForCausalLM, SiglipVisionModel
+from transformers import PreTrainedModel, Qwen2ForCausalLM, SiglipVisionModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from geovlm.constants import IGNORE_INDEX
 from geovlm.modeling.config import GeoVLMConfig
 from geovlm.modeling.connector import MERGES, Projector
 from geovlm.modeling.linear_ce import linear_cross_entropy_sum
+from geovlm.modeling.shared_prefix import SharedPrefix, shared_prefix_length
 from geovlm.modeling.swiglu import use_lean_mlps
 
 
@@ -55,23 +56,6 @@ def padding_is_causally_hidden(attention_mask: torch.Tensor | None, labels: torc
     return right_padded and not bool((labels[~mask] != IGNORE_INDEX).any())
 
 
-def shared_prefix_length(input_ids: torch.LongTensor, labels: torch.LongTensor, image_token_id: int) -> int:
-    """How many leading positions every row shares and no loss term needs a gradient through.
-
-    Those are the same ids in every row (e.g. the system turn), before any image and before the
-    first position whose next token is supervised; at least one position is left after them.
-    """
-    length = input_ids.shape[1]
-
-    def first(columns: torch.Tensor) -> int:
-        return int(columns.int().argmax()) if bool(columns.any()) else length
-
-    common = first(~(input_ids == input_ids[:1]).all(dim=0))
-    first_image = first((input_ids == image_token_id).any(dim=0))
-    first_target = first((labels != IGNORE_INDEX).any(dim=0))
-    return max(0, min(common, first_image, first_target - 1, length - 1))
-
-
 class GeoVLM(GeoVLMPreTrainedModel):
     """A small vision-language model for geometry diagrams.
 
@@ -90,6 +74,7 @@ class GeoVLM(GeoVLMPreTrainedModel):
         )
         self.language_model = Qwen2ForCausalLM(config.text_config)
         use_lean_mlps(self.language_model)  # a third less activation memory, same outputs
+        self.shared_prefix = SharedPrefix()
         self.post_init()
 
     # ----------------------------------------------------------------- construction
@@ -202,44 +187,40 @@ class GeoVLM(GeoVLMPreTrainedModel):
         if position_ids is None and padding_is_causally_hidden(attention_mask, labels):
             attention_mask = None
         prefix = 0
-        if attention_mask is None and position_ids is None and input_ids is not None and self._lm_needs_no_gradient():
+        if attention_mask is None and position_ids is None and input_ids is not None and self._can_share_prefix():
             prefix = shared_prefix_length(input_ids, labels, self.config.image_token_id)
-        hidden = self._hidden_states(inputs_embeds, attention_mask, position_ids, prefix)
+        hidden = self._hidden_states(input_ids, inputs_embeds, attention_mask, position_ids, prefix)
         loss = self.supervised_loss(hidden, labels[:, prefix:], num_items_in_batch)
         return CausalLMOutputWithPast(loss=loss, logits=None)
 
-    def _lm_needs_no_gradient(self) -> bool:
-        """True when no LM weight trains (stage 1) or no gradient is taken, and no layer recomputes
-        its forward (gradient checkpointing drops the KV cache that `_hidden_states` passes)."""
+    def _can_share_prefix(self) -> bool:
+        """True when no LM weight trains (stage 1) or no gradient is taken, no attention dropout makes
+        rows differ, and no layer recomputes its forward (gradient checkpointing drops the cache)."""
         body = self.language_model.model
         if any(getattr(layer, "gradient_checkpointing", False) for layer in body.layers):
+            return False
+        if self.training and getattr(body.config, "attention_dropout", 0.0):
             return False
         return not torch.is_grad_enabled() or not any(p.requires_grad for p in self.language_model.parameters())
 
     def _hidden_states(
         self,
+        input_ids: torch.LongTensor | None,
         inputs_embeds: torch.Tensor,
         attention_mask: torch.Tensor | None,
         position_ids: torch.LongTensor | None,
         prefix: int,
     ) -> torch.Tensor:
-        """The LM's final hidden states after the first `prefix` positions (all of them for 0).
-
-        A shared prefix (the system turn every sample starts with) runs once, for one row, without
-        autograd, and the rest of the batch attends to its cached keys and values: with the LM
-        frozen its hidden states are the same in every row and carry no gradient, so the batch skips
-        their forward in all rows but one and their backward entirely (a tenth of a real-size
-        stage-1 step's FLOPs).
-        """
+        """The LM's final hidden states after the first `prefix` positions (all of them for 0), which
+        come from `self.shared_prefix` (see `modeling/shared_prefix.py`)."""
         body = self.language_model.model
         if not prefix:
             return body(
                 inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
             ).last_hidden_state
-        cache = DynamicCache(config=body.config)
-        with torch.no_grad():
-            body(inputs_embeds=inputs_embeds[:1, :prefix].detach(), cache=cache, use_cache=True)
-        cache.batch_repeat_interleave(inputs_embeds.shape[0])
+        cache = self.shared_prefix.cache_for_batch(
+            body, input_ids[0, :prefix], inputs_embeds[:1, :prefix], inputs_embeds.shape[0]
+        )
         return body(inputs_embeds=inputs_embeds[:, prefix:], cache=cache, use_cache=True).last_hidden_state
 
     def supervised_loss(
