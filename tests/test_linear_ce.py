@@ -74,3 +74,30 @@ def test_bf16_autocast_matches_the_plain_computation_under_autocast():
                          torch.autograd.grad(plain, [hidden, head.weight]), strict=True):
         assert got.dtype == want.dtype == torch.float32
         torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-3)
+
+
+def test_hooked_heads_take_the_plain_path():
+    head, hidden, targets = head_and_rows(torch.float32, train_head=False)
+    handle = head.register_forward_hook(lambda module, args, out: out * 2)  # e.g. accelerate's device hooks
+    assert linear_cross_entropy_sum(head, hidden, targets).grad_fn.name() == "NllLossBackward0"
+    handle.remove()
+    assert linear_cross_entropy_sum(head, hidden, targets).grad_fn.name() == "_LinearCrossEntropyBackward"
+
+
+def test_bf16_weights_without_autocast():
+    head, hidden, targets = head_and_rows(torch.bfloat16, train_head=True)
+    plain = F.cross_entropy(head(hidden).float(), targets, reduction="sum")
+    chunked = linear_cross_entropy_sum(head, hidden, targets)
+    torch.testing.assert_close(chunked, plain, rtol=1e-2, atol=1e-2)
+    for got, want in zip(torch.autograd.grad(chunked, [hidden, head.weight]),
+                         torch.autograd.grad(plain, [hidden, head.weight]), strict=True):
+        assert got.dtype == want.dtype == torch.bfloat16
+        torch.testing.assert_close(got.float(), want.float(), rtol=5e-2, atol=5e-3)
+
+
+def test_double_backward_is_refused_not_silently_wrong():
+    head, hidden, targets = head_and_rows(torch.float64, train_head=False)
+    (grad,) = torch.autograd.grad(linear_cross_entropy_sum(head, hidden, targets), hidden, create_graph=False)
+    assert grad.shape == hidden.shape
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(linear_cross_entropy_sum(head, hidden, targets), hidden, create_graph=True)

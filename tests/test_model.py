@@ -217,6 +217,62 @@ def test_shared_prefix_of_a_frozen_lm_runs_once_and_changes_nothing(monkeypatch)
     torch.testing.assert_close(grad, plain_grad, rtol=1e-4, atol=1e-7)
 
 
+def test_shared_prefix_up_to_the_first_target_changes_no_loss(monkeypatch):
+    """Text-only rows that share everything up to the answer: the prefix ends one position before
+    the first supervised token, whose prediction comes from the rows' own first position."""
+    from geovlm.modeling import model as model_module
+
+    model = tiny().train().requires_grad_(False)
+    question = SYSTEM + [IM_START, 872, 198, 5, 6, 7, IM_END, 198, IM_START, 77091, 198]
+    answers = [[300, 301, 302], [400, 401], [500, 501, 502]]
+    length = len(question) + 4
+    ids, labels = torch.zeros(3, length, dtype=torch.long), torch.full((3, length), -100)
+    mask = torch.zeros(3, length, dtype=torch.long)
+    for i, answer in enumerate(answers):
+        row = question + answer + [IM_END]
+        ids[i, :len(row)], mask[i, :len(row)] = torch.tensor(row), 1
+        labels[i, len(question):len(row)] = torch.tensor(answer + [IM_END])
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    lengths: list[int] = []
+    model.language_model.model.layers[0].register_forward_pre_hook(lambda m, args: lengths.append(args[0].shape[1]))
+    shared = model(**batch).loss
+    assert lengths == [len(question) - 1, length - len(question) + 1]
+    monkeypatch.setattr(model_module, "shared_prefix_length", lambda *args: 0)
+    torch.testing.assert_close(shared, model(**batch).loss, rtol=1e-5, atol=1e-6)
+
+
+def test_shared_prefix_is_not_kept_when_weights_could_change_unseen():
+    model = tiny().train()
+    model.vision_tower.requires_grad_(False)
+    model.language_model.requires_grad_(False)
+    batch, _ = stage1_batch()
+    with torch.no_grad():
+        model.language_model.model.layers[1].mlp.requires_grad_(True)  # trains, frozen for this call only
+        model(**batch)
+        model(**batch)
+    assert model.shared_prefix.runs == 2
+    model.language_model.requires_grad_(False)
+    model(**batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the cached keys were computed in float32
+        model(**batch)
+    assert model.shared_prefix.runs == 4
+    from peft import LoraConfig, inject_adapter_in_model
+
+    inject_adapter_in_model(LoraConfig(target_modules=["k_proj"], r=2), model.language_model)
+    model.language_model.requires_grad_(False)  # adapters can still be switched off or merged via .data
+    model(**batch)
+    model(**batch)
+    assert model.shared_prefix.runs == 6
+
+
+def test_sliding_window_layers_take_the_whole_sequence():
+    model = tiny(text={"use_sliding_window": True, "sliding_window": 8, "max_window_layers": 0}).train()
+    model.vision_tower.requires_grad_(False)
+    model.language_model.requires_grad_(False)
+    batch, length = stage1_batch()
+    assert loss_grad_and_lengths(model, batch)[2] == [length]  # a window-sized cache would shift positions
+
+
 def test_shared_prefix_is_recomputed_when_weights_or_ids_change():
     model = tiny().train()
     model.vision_tower.requires_grad_(False)
@@ -371,3 +427,9 @@ def test_lean_mlp_matches_qwen2_mlp_and_keeps_less_for_backward():
     intermediate = x.shape[0] * x.shape[1] * model.config.text_config.intermediate_size
     assert activations_kept(plain) == 3 * intermediate
     assert activations_kept(lean) == 2 * intermediate
+    # bf16 too (modules converted in place, weights trainable again)
+    x_bf16 = x.detach().bfloat16().requires_grad_()
+    grads = [torch.autograd.grad(m.bfloat16().requires_grad_(True)(x_bf16).float().square().sum(),
+                                 [x_bf16, *m.parameters()]) for m in (lean, plain)]
+    for a, b in zip(*grads, strict=True):
+        assert torch.equal(a, b)

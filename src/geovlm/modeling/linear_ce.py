@@ -13,7 +13,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 CHUNK_BYTES = 64 * 2**20  # float32 logits alive at once
 
@@ -50,10 +49,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return loss
 
     @staticmethod
-    @once_differentiable
     def backward(
         ctx: torch.autograd.function.FunctionCtx, grad_loss: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
+        if torch.is_grad_enabled():  # create_graph: the gradients computed in the forward are constants
+            raise RuntimeError("linear_cross_entropy_sum has no double backward; use the plain computation")
         grad_hidden, grad_weight = ctx.saved_tensors
         scale = grad_loss.float()
         return (
@@ -65,16 +65,19 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
 
 def linear_cross_entropy_sum(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """`F.cross_entropy(head(hidden).float(), targets, reduction="sum")` for rows `hidden` (n, d).
+    """`F.cross_entropy(head(hidden).float(), targets, reduction="sum")` for rows `hidden` (n, d) and
+    valid `targets` (n,) (no ignore index: callers select the supervised rows).
 
-    Chunked when a gradient will be taken through a plain `nn.Linear` head without bias; otherwise
-    (inference, a LoRA-wrapped or DeepSpeed-ZeRO-3-partitioned head) the plain computation.
+    Chunked when a gradient will be taken through a plain `nn.Linear` head without bias that runs
+    its own forward; otherwise (inference, a LoRA-wrapped or DeepSpeed-ZeRO-3-partitioned head, a
+    head with hooks, e.g. accelerate's device map) the plain computation.
     """
     weight = getattr(head, "weight", None)
     chunkable = (
         type(head) is nn.Linear
         and head.bias is None
         and not hasattr(weight, "ds_id")  # ZeRO-3 gathers the weight only inside the module's own call
+        and not (head._forward_hooks or head._forward_pre_hooks or "forward" in vars(head))
         and torch.is_grad_enabled()
         and (hidden.requires_grad or weight.requires_grad)
     )

@@ -187,21 +187,12 @@ class GeoVLM(GeoVLMPreTrainedModel):
         if position_ids is None and padding_is_causally_hidden(attention_mask, labels):
             attention_mask = None
         prefix = 0
-        if attention_mask is None and position_ids is None and input_ids is not None and self._can_share_prefix():
+        plain_positions = attention_mask is None and position_ids is None and input_ids is not None
+        if plain_positions and self.shared_prefix.applies(self.language_model, self.training):
             prefix = shared_prefix_length(input_ids, labels, self.config.image_token_id)
         hidden = self._hidden_states(input_ids, inputs_embeds, attention_mask, position_ids, prefix)
         loss = self.supervised_loss(hidden, labels[:, prefix:], num_items_in_batch)
         return CausalLMOutputWithPast(loss=loss, logits=None)
-
-    def _can_share_prefix(self) -> bool:
-        """True when no LM weight trains (stage 1) or no gradient is taken, no attention dropout makes
-        rows differ, and no layer recomputes its forward (gradient checkpointing drops the cache)."""
-        body = self.language_model.model
-        if any(getattr(layer, "gradient_checkpointing", False) for layer in body.layers):
-            return False
-        if self.training and getattr(body.config, "attention_dropout", 0.0):
-            return False
-        return not torch.is_grad_enabled() or not any(p.requires_grad for p in self.language_model.parameters())
 
     def _hidden_states(
         self,
@@ -219,7 +210,7 @@ class GeoVLM(GeoVLMPreTrainedModel):
                 inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
             ).last_hidden_state
         cache = self.shared_prefix.cache_for_batch(
-            body, input_ids[0, :prefix], inputs_embeds[:1, :prefix], inputs_embeds.shape[0]
+            self.language_model, input_ids[0, :prefix], inputs_embeds[:1, :prefix], inputs_embeds.shape[0]
         )
         return body(inputs_embeds=inputs_embeds[:, prefix:], cache=cache, use_cache=True).last_hidden_state
 
