@@ -33,6 +33,7 @@ test-all: $(DEV)
 
 lint: $(DEV)
 	$(BIN)/ruff check src tests bench
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

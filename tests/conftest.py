@@ -24,8 +24,8 @@ def tokenizer():
 @pytest.fixture
 def tiny_pair(tokenizer):
     """A random tiny GeoVLM and its processor (real Qwen2.5 tokenizer)."""
-    from geovlm import GeoVLM, GeoVLMConfig, GeoVLMProcessor
+    from geovlm import build_tiny
 
     torch.manual_seed(0)
-    config = GeoVLMConfig.from_preset("tiny")
-    return GeoVLM(config).eval(), GeoVLMProcessor.from_tokenizer(tokenizer, config)
+    model, processor = build_tiny()
+    return model.eval(), processor

@@ -14,6 +14,7 @@ import torch
 from geovlm.bench.common import count_flops
 from geovlm.bench.seed_style import seed_generate, seed_logits, seed_loss
 from geovlm.bench.workloads import Workload, build_model, conversation_ids
+from geovlm.processing.conversation import encode_conversation
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -27,7 +28,7 @@ def seq_pair(tokenizer):
 
 def test_conversation_ids_splice_question_and_answer(seq_pair):
     _, processor = seq_pair
-    base = processor.encode_conversation([{"role": "user", "content": "<image>\nQ"}, {"role": "assistant", "content": "A"}])
+    base = encode_conversation(processor, [{"role": "user", "content": "<image>\nQ"}, {"role": "assistant", "content": "A"}])
     ids, labels = conversation_ids(processor, [1001, 1002, 1003], [2001, 2002])
     assert len(ids) == len(base.input_ids) - 2 + 5 == len(labels)
     supervised = [x for x in labels if x != -100]
@@ -80,7 +81,7 @@ def test_seed_loop_matches_generate(seq_pair):
     ids = workload.sample(0)["input_ids"][None, :-8]
     pixels = workload.pixel_values(1, 0)
     eos = [processor.tokenizer.convert_tokens_to_ids("<|im_end|>"), processor.tokenizer.eos_token_id]
-    ours = model.generate(input_ids=ids, pixel_values=pixels, max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    ours = model.generate(input_ids=ids, pixel_values=pixels, max_new_tokens=6, min_new_tokens=6, do_sample=False)[:, ids.shape[1]:]
     assert seed_generate(model, ids, pixels, 6, suppress_ids=eos).tolist() == ours.tolist()
 
 

@@ -6,6 +6,7 @@ import json
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors.torch import save_file
 from transformers import Qwen2Config, Qwen2ForCausalLM, SiglipConfig, SiglipModel
 
@@ -32,16 +33,17 @@ def save_backbones(root, tokenizer):
 def test_from_backbones_loads_weights_and_saves_self_contained(tmp_path, tokenizer):
     siglip, llm, vision_dir, llm_dir = save_backbones(tmp_path, tokenizer)
     model = GeoVLM.from_backbones(vision_dir, llm_dir)
-    ours = model.vision_tower.embeddings.patch_embedding.weight
+    ours = model.model.vision_tower.embeddings.patch_embedding.weight
     assert torch.equal(ours, siglip.vision_model.embeddings.patch_embedding.weight)
-    assert torch.equal(model.language_model.model.layers[1].mlp.up_proj.weight, llm.model.layers[1].mlp.up_proj.weight)
+    assert torch.equal(model.model.language_model.layers[1].mlp.up_proj.weight, llm.model.layers[1].mlp.up_proj.weight)
+    assert torch.equal(model.lm_head.weight, llm.lm_head.weight)
     assert model.config.num_image_tokens == 49
     out = tmp_path / "geovlm"
     model.save_pretrained(out)
     text = (out / "config.json").read_text()
     assert str(tmp_path) not in text, "a saved folder must not point back at the backbones"
     reloaded = GeoVLM.from_pretrained(out)
-    assert torch.equal(reloaded.projector.linear_2.weight, model.projector.linear_2.weight)
+    assert torch.equal(reloaded.model.projector.linear_2.weight, model.model.projector.linear_2.weight)
 
 
 def seed_forward(seed_state, siglip, llm, ids, pixels, k):
@@ -78,9 +80,10 @@ def test_seed_checkpoint_converts_to_identical_logits(tmp_path, tokenizer):
     assert cli_main(["convert", str(seed_dir), str(out)]) == 0
     model, processor = load_pretrained(out)
     assert model.config.merge_mode == "sequential" and model.config.merge_factor == k
-    prompt = processor.build_prompt([{"role": "user", "content": "<image>\nWhat is ∠ABC?"}])
-    assert "<|vision_start|>" not in prompt and prompt.count("<|image_pad|>") == 49
-    ids = processor.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    prompt = processor.apply_chat_template([{"role": "user", "content": "<image>\nWhat is ∠ABC?"}],
+                                           add_generation_prompt=True)
+    ids = processor(images=[Image.new("RGB", (8, 8))], text=prompt, return_tensors="pt")["input_ids"]
+    assert 151652 not in ids and int((ids == PAD).sum()) == 49
     pixels = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         ours = model(input_ids=ids, pixel_values=pixels).logits

@@ -19,9 +19,10 @@ from geovlm.data.dataset import build_dataset
 
 @pytest.fixture(scope="module")
 def processor(tokenizer: Any) -> Any:
-    from geovlm import GeoVLMConfig, GeoVLMProcessor
+    from geovlm import GeoVLMConfig
+    from geovlm.processing.build import processor_for
 
-    return GeoVLMProcessor.from_tokenizer(tokenizer, GeoVLMConfig.from_preset("tiny"))
+    return processor_for(GeoVLMConfig.from_preset("tiny"), tokenizer)
 
 
 @pytest.fixture
@@ -103,7 +104,7 @@ def bad_corpus(root: Path) -> tuple[Path, Path]:
 
 def run_cli(argv: list[str]) -> int:
     """What `geovlm.cli.main` does, with only our `data` command registered."""
-    from geovlm.cli import CLIError
+    from geovlm.errors import CLIError
 
     parser = argparse.ArgumentParser(prog="geovlm")
     register(parser.add_subparsers(dest="command", required=True))
@@ -304,3 +305,67 @@ def test_data_command_imports_nothing_heavy() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "False"]
+
+
+# --- hostile input: cut images pass no more by default, an empty corpus is not usable ----------------
+
+
+def cut_image_corpus(root: Path) -> tuple[Path, Path]:
+    """A clean corpus plus one record whose PNG stops halfway: its header reads fine."""
+    data, images = clean_corpus(root)
+    whole = png_bytes(64, 64, seed=3)
+    (images / "cut.png").write_bytes(whole[: len(whole) // 2])
+    data.write_text(json.dumps([*json.loads(data.read_text()), rec("cut", "cut.png", "<image>\nQ", "A")]))
+    return data, images
+
+
+def test_default_check_decodes_every_image_as_training_does(
+    tmp_path: Path, fast_processor: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, images = cut_image_corpus(tmp_path)
+    assert run_cli(["data", "check", str(data), "--images", str(images), "--workers", "1"]) == 1
+    text = capsys.readouterr().out
+    assert "every image decoded, as training does" in text
+    assert "truncated  id='cut'" in text and "errors: 1 in 1 record(s): truncated=1" in text
+    assert check_corpus(data, images, fast_processor).counts == {"truncated": 1}  # the API's default too
+
+
+def test_headers_only_is_faster_and_says_it_did_not_decode(
+    tmp_path: Path, fast_processor: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, images = cut_image_corpus(tmp_path)
+    argv = [
+        "data",
+        "check",
+        str(data),
+        "--images",
+        str(images),
+        "--workers",
+        "1",
+        "--headers-only",
+        "--json",
+        "-",
+    ]
+    assert run_cli(argv) == 0
+    captured = capsys.readouterr()
+    assert "NOT decoded, so truncated or corrupt files pass unseen" in captured.err
+    report = json.loads(captured.out)
+    assert report["verify"] is False and report["errors"] == []
+    with pytest.raises(SystemExit):  # one or the other
+        run_cli([*argv, "--verify"])
+
+
+@pytest.mark.parametrize(
+    ("name", "content"), [("empty.json", "[]"), ("empty.jsonl", ""), ("blank.jsonl", "\n \n")]
+)
+def test_an_empty_corpus_is_not_reported_usable(
+    tmp_path: Path, fast_processor: Any, capsys: pytest.CaptureFixture[str], name: str, content: str
+) -> None:
+    data = tmp_path / name
+    data.write_text(content)
+    assert run_cli(["data", "check", str(data), "--workers", "1"]) == 1
+    text = capsys.readouterr().out
+    assert f"error: no records in {data}: training would have nothing to read" in text
+    assert "every record is usable" not in text
+    report = check_corpus(data, None, fast_processor)
+    assert report.empty and not report.ok and report.to_dict()["ok"] is False

@@ -35,6 +35,7 @@ from geovlm.data.dataset import (
     min_keep_length,
 )
 from geovlm.data.records import RecordError, parse_record
+from geovlm.processing.conversation import encode_conversation
 
 IMAGE_PAD, VISION_START, VISION_END, IM_END = 151655, 151652, 151653, 151645
 N_IMAGE_TOKENS = 49  # tiny preset
@@ -45,9 +46,10 @@ N_IMAGE_TOKENS = 49  # tiny preset
 
 @pytest.fixture(scope="module")
 def processor(tokenizer: Any) -> Any:
-    from geovlm import GeoVLMConfig, GeoVLMProcessor
+    from geovlm import GeoVLMConfig
+    from geovlm.processing.build import processor_for
 
-    return GeoVLMProcessor.from_tokenizer(tokenizer, GeoVLMConfig.from_preset("tiny"))
+    return processor_for(GeoVLMConfig.from_preset("tiny"), tokenizer)
 
 
 def png_bytes(width: int = 40, height: int = 30, seed: int = 0) -> bytes:
@@ -165,7 +167,7 @@ def test_multi_turn_labels_cover_every_assistant_reply(tmp_path: Path, processor
     assert "You are a helpful assistant." not in text
     # Same ids and labels as the processor gives for the parsed turns.
     parsed = parse_record(record, source="data.json", index=0)
-    enc = processor.encode_conversation(parsed.turns)
+    enc = encode_conversation(processor, parsed.turns)
     assert (ids, labels) == (enc.input_ids, enc.labels)
 
 
@@ -338,7 +340,7 @@ def test_truncation_never_splits_an_image_span(tmp_path: Path, processor: Any) -
         "long", "a.png", "Tell me a story.", words, f"{words}\n<image>\nWhat is this?", "A long answer " * 20
     )
     record = parse_record(raw, source="data.json", index=0)
-    full = processor.encode_conversation(record.turns)
+    full = encode_conversation(processor, record.turns)
     keep = min_keep_length(full.input_ids, full.labels, processor)
     span_end = full.input_ids.index(VISION_END)
     assert keep == span_end + 1  # the image comes after the first reply: the span decides

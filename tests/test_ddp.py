@@ -34,8 +34,8 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     # Training moved the weights, so agreement is not agreement of two untouched copies.
     set_seed(42)
     initial = GeoVLM(GeoVLMConfig.from_preset("tiny")).state_dict()
-    assert not torch.equal(initial["projector.linear_1.weight"], single["projector.linear_1.weight"])
-    assert not torch.equal(initial["language_model.model.layers.1.mlp.up_proj.weight"],
-                           single["language_model.model.layers.1.mlp.up_proj.weight"])
+    assert not torch.equal(initial["model.projector.linear_1.weight"], single["model.projector.linear_1.weight"])
+    assert not torch.equal(initial["model.language_model.layers.1.mlp.up_proj.weight"],
+                           single["model.language_model.layers.1.mlp.up_proj.weight"])
     for key in single:
         torch.testing.assert_close(ddp[key], single[key], rtol=0, atol=1e-5, msg=key)

@@ -23,17 +23,14 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 def random_model_and_triangle(tmp_path: Path, tokenizer) -> tuple:
     """A random tiny model (it answers gibberish) and a hand-drawn triangle."""
-    from geovlm import GeoVLM, GeoVLMConfig, GeoVLMProcessor
+    from geovlm import build_tiny
 
     torch.manual_seed(3)
-    config = GeoVLMConfig.from_preset("tiny", text={"tie_word_embeddings": False})
-    model = GeoVLM(config).eval()
-    with torch.no_grad():
-        model.language_model.lm_head.weight.normal_(0, 0.5)
+    model, processor = build_tiny(head_std=0.5)
+    model.eval()
     image = Image.new("RGB", (320, 240), "white")
     ImageDraw.Draw(image).polygon([(20, 220), (300, 210), (140, 20)], outline="black", width=4)
     image.save(tmp_path / "triangle.png")
-    processor = GeoVLMProcessor.from_tokenizer(tokenizer, config)
     return model, processor, tmp_path / "triangle.png", "What is the largest angle of the triangle?", None
 
 
@@ -52,7 +49,8 @@ def quickstart_model_and_question(folder: Path) -> tuple:
         if answer.get("style") == "diagram" and prediction["extracted"] == answer["text"]:
             question = questions[prediction["question_id"]]
             model, processor = load_pretrained(folder / "vision" / "stage2", device="cpu")
-            return model, processor, folder / "data" / question["image"], question["text"], answer["text"]
+            image = folder / "data" / "images" / question["image"]  # synth records are relative to images/
+            return model, processor, image, question["text"], answer["text"]
     raise AssertionError(f"no correctly answered diagram question in {folder}")
 
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geovlm.modeling import linear_ce
-from geovlm.modeling.linear_ce import linear_cross_entropy_sum
+from geovlm.train.fast import linear_ce
+from geovlm.train.fast.linear_ce import linear_cross_entropy_sum
 
 VOCAB, WIDTH, ROWS = 1000, 16, 37
 

@@ -1,4 +1,4 @@
-"""GeoVLM model core: token merge, mask fill, sliced-logit loss, cached generation, save/load."""
+"""GeoVLM model core: token merge, mask fill, forward and loss, standard generation, save/load (old folders too)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from geovlm.modeling import GeoVLM, GeoVLMConfig
+from geovlm.modeling import GeoVLM, GeoVLMConfig, processing_geovlm
 from geovlm.modeling.connector import merge_sequential, merge_spatial
 
 PAD, IM_START, IM_END, V_START, V_END = 151655, 151644, 151645, 151652, 151653
@@ -15,6 +15,12 @@ PAD, IM_START, IM_END, V_START, V_END = 151655, 151644, 151645, 151652, 151653
 def tiny(**overrides) -> GeoVLM:
     torch.manual_seed(0)
     return GeoVLM(GeoVLMConfig.from_preset("tiny", **overrides)).eval()
+
+
+def random_projector_bias(model: GeoVLM) -> GeoVLM:
+    with torch.no_grad():
+        model.model.projector.linear_1.bias.normal_()
+    return model
 
 
 def image_prompt(n_pads: int, text: list[int]) -> list[int]:
@@ -65,11 +71,13 @@ def test_image_features_fill_pad_positions_only():
     model = tiny()
     ids = torch.tensor([image_prompt(49, [100, 101])])
     pixels = torch.randn(1, 3, 224, 224)
-    embeds = model.embed_inputs(ids, pixels)
+    embeds = model.model.embed_inputs(ids, pixels)
     plain = model.get_input_embeddings()(ids)
     is_pad = ids[0] == PAD
     torch.testing.assert_close(embeds[0, ~is_pad], plain[0, ~is_pad])
-    torch.testing.assert_close(embeds[0, is_pad], model.encode_images(pixels)[0])
+    features = model.get_image_features(pixels).pooler_output
+    assert features.shape == (1, 49, model.config.text_config.hidden_size)
+    torch.testing.assert_close(embeds[0, is_pad], features[0])
 
 
 def test_pad_count_mismatch_names_both_counts():
@@ -92,219 +100,37 @@ def test_text_only_rows_mix_with_image_rows():
     torch.testing.assert_close(batched[1:], alone, rtol=1e-4, atol=1e-4)
 
 
-# ---------------------------------------------------------------------------- loss
-def test_sliced_logit_loss_equals_full_logit_loss():
+# ---------------------------------------------------------------------------- forward and loss
+def test_forward_returns_logits_and_the_standard_shifted_loss():
     model = tiny()
     ids = torch.tensor([image_prompt(49, [100, 101, 102, 103]), image_prompt(49, [104, 105, 106, 107])])
     labels = ids.clone()
     labels[:, :-6] = -100
     labels[1, -3:] = -100
     pixels = torch.randn(2, 3, 224, 224)
-    sliced = model(input_ids=ids, pixel_values=pixels, labels=labels).loss
-    logits = model(input_ids=ids, pixel_values=pixels).logits
-    full = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
-    assert abs(sliced.item() - full.item()) < 1e-5
+    out = model(input_ids=ids, pixel_values=pixels, labels=labels)
+    assert out.logits.shape == (*ids.shape, model.config.text_config.vocab_size)
+    full = F.cross_entropy(out.logits[:, :-1].reshape(-1, out.logits.shape[-1]).float(),
+                           labels[:, 1:].reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(out.loss, full)
     # num_items_in_batch turns the mean into a sum over a global token count (gradient accumulation).
     n = int((labels[:, 1:] != -100).sum())
     summed = model(input_ids=ids, pixel_values=pixels, labels=labels, num_items_in_batch=2 * n).loss
-    assert abs(summed.item() - full.item() / 2) < 1e-5
+    torch.testing.assert_close(summed, full / 2)
+    last = model(input_ids=ids, pixel_values=pixels, logits_to_keep=1).logits
+    torch.testing.assert_close(last, out.logits[:, -1:], rtol=1e-5, atol=1e-5)
+    hidden = model.model(input_ids=ids, pixel_values=pixels).last_hidden_state
+    torch.testing.assert_close(model.lm_head(hidden), out.logits)
 
 
-@pytest.mark.parametrize("side", ["right", "left"])
-def test_padded_batch_loss_equals_each_sample_alone(side):
-    """Right padding drops the mask (the causal mask hides pads); left padding keeps it. Both must
-    give each row the loss and gradient it has alone."""
-    from geovlm.modeling.model import padding_is_causally_hidden
-
-    model = tiny().train()
-    rows = [image_prompt(49, [100, 101, 102, 103, 104, 105]), image_prompt(49, [106, 107])]
-    pixels = torch.randn(2, 3, 224, 224)
-    length = max(map(len, rows))
-    ids = torch.full((2, length), 0)
-    mask = torch.zeros(2, length, dtype=torch.long)
-    labels = torch.full((2, length), -100)
-    alone_sum, count = 0.0, 0
-    for i, row in enumerate(rows):
-        span = slice(0, len(row)) if side == "right" else slice(length - len(row), length)
-        ids[i, span], mask[i, span] = torch.tensor(row), 1
-        labels[i, span] = torch.tensor([-100] * (len(row) - 5) + row[-5:])
-        one = model(input_ids=ids[i:i + 1, span], pixel_values=pixels[i:i + 1], labels=labels[i:i + 1, span])
-        n = int((labels[i, span][1:] != -100).sum())
-        alone_sum, count = alone_sum + one.loss * n, count + n
-    assert padding_is_causally_hidden(mask, labels) == (side == "right")
-    batched = model(input_ids=ids, pixel_values=pixels, attention_mask=mask, labels=labels).loss
-    torch.testing.assert_close(batched, alone_sum / count, rtol=1e-5, atol=1e-5)
-    grad_batched = torch.autograd.grad(batched, model.projector.linear_1.weight)[0]
-    grad_alone = torch.autograd.grad(alone_sum / count, model.projector.linear_1.weight)[0]
-    torch.testing.assert_close(grad_batched, grad_alone, rtol=1e-4, atol=1e-6)
-    # A supervised pad position must keep the mask (its loss would read garbage otherwise).
-    labels[mask == 0] = 7
-    assert not padding_is_causally_hidden(mask, labels)
-
-
-def test_frozen_vision_tower_builds_no_graph():
-    model = tiny().train()
-    model.vision_tower.requires_grad_(False)
-    model.language_model.requires_grad_(False)
+def test_base_model_takes_embeddings_instead_of_ids():
+    model = tiny()
     ids = torch.tensor([image_prompt(49, [100, 101])])
-    loss = model(input_ids=ids, pixel_values=torch.randn(1, 3, 224, 224), labels=ids).loss
-    loss.backward()
-    assert model.projector.linear_1.weight.grad is not None
-    assert all(p.grad is None for p in model.vision_tower.parameters())
-    # The tower ran under no_grad: none of its activations were kept for backward.
-    seen = []
-    hook = model.vision_tower.register_forward_hook(lambda m, i, o: seen.append(o.last_hidden_state.grad_fn))
-    model.encode_images(torch.randn(1, 3, 224, 224))
-    hook.remove()
-    assert seen == [None]
-
-
-SYSTEM = [IM_START, 8948, 198, 2610, 525, 264, 10950, 17847, 13, IM_END, 198]  # "system\nYou are a helpful assistant."
-
-
-def test_shared_prefix_length_stops_at_divergence_images_and_targets():
-    from geovlm.modeling.shared_prefix import shared_prefix_length
-
-    ids = torch.tensor([SYSTEM + [1, 2, PAD, PAD, 5, 6], SYSTEM + [1, 2, PAD, PAD, 7, 8]])
-    labels = torch.full_like(ids, -100)
-    assert shared_prefix_length(ids, labels, PAD) == len(SYSTEM) + 2  # the image starts there
-    labels[1, len(SYSTEM) + 1] = 2  # predicted from the position before it, which must stay
-    assert shared_prefix_length(ids, labels, PAD) == len(SYSTEM)
-    ids[0, 3] = 99
-    assert shared_prefix_length(ids, labels, PAD) == 3
-    text = torch.tensor([[1, 2, 3], [1, 2, 3]])
-    assert shared_prefix_length(text, torch.full_like(text, -100), PAD) == 2  # one position is left
-
-
-def stage1_batch() -> tuple[dict, int]:
-    """Three right-padded rows that start with the same system turn; pads at the end."""
-    rows = [SYSTEM + image_prompt(49, [100, 101, 102, 103, 104, 105]), SYSTEM + image_prompt(49, [106, 107]),
-            SYSTEM + image_prompt(49, [108, 109, 110])]
-    length = max(map(len, rows))
-    ids, mask = torch.zeros(3, length, dtype=torch.long), torch.zeros(3, length, dtype=torch.long)
-    labels = torch.full((3, length), -100)
-    for i, row in enumerate(rows):
-        ids[i, :len(row)], mask[i, :len(row)] = torch.tensor(row), 1
-        labels[i, len(row) - 4:len(row)] = torch.tensor(row[-4:])
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "pixel_values": torch.randn(3, 3, 224, 224)}, length
-
-
-def loss_grad_and_lengths(model: GeoVLM, batch: dict) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """Loss, projector gradient, and the sequence length each call of the first LM layer saw."""
-    lengths: list[int] = []
-    hook = model.language_model.model.layers[0].register_forward_pre_hook(
-        lambda m, args: lengths.append(args[0].shape[1]))
-    loss = model(**batch).loss
-    hook.remove()
-    return loss, torch.autograd.grad(loss, model.projector.linear_1.weight)[0], lengths
-
-
-def test_shared_prefix_of_a_frozen_lm_runs_once_and_changes_nothing(monkeypatch):
-    from geovlm.modeling import model as model_module
-
-    model = tiny().train()
-    model.vision_tower.requires_grad_(False)
-    model.language_model.requires_grad_(False)
-    batch, length = stage1_batch()
-    loss, grad, lengths = loss_grad_and_lengths(model, batch)
-    assert lengths == [len(SYSTEM) + 4, length - len(SYSTEM) - 4]  # system turn + "<|im_start|>user\n<|vision_start|>"
-    assert loss_grad_and_lengths(model, batch)[2] == [length - len(SYSTEM) - 4]  # the next step reuses it
-    assert model.shared_prefix.runs == 1
-    monkeypatch.setattr(model_module, "shared_prefix_length", lambda *args: 0)
-    plain_loss, plain_grad, plain_lengths = loss_grad_and_lengths(model, batch)
-    assert plain_lengths == [length]
-    torch.testing.assert_close(loss, plain_loss, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(grad, plain_grad, rtol=1e-4, atol=1e-7)
-
-
-def test_shared_prefix_up_to_the_first_target_changes_no_loss(monkeypatch):
-    """Text-only rows that share everything up to the answer: the prefix ends one position before
-    the first supervised token, whose prediction comes from the rows' own first position."""
-    from geovlm.modeling import model as model_module
-
-    model = tiny().train().requires_grad_(False)
-    question = SYSTEM + [IM_START, 872, 198, 5, 6, 7, IM_END, 198, IM_START, 77091, 198]
-    answers = [[300, 301, 302], [400, 401], [500, 501, 502]]
-    length = len(question) + 4
-    ids, labels = torch.zeros(3, length, dtype=torch.long), torch.full((3, length), -100)
-    mask = torch.zeros(3, length, dtype=torch.long)
-    for i, answer in enumerate(answers):
-        row = question + answer + [IM_END]
-        ids[i, :len(row)], mask[i, :len(row)] = torch.tensor(row), 1
-        labels[i, len(question):len(row)] = torch.tensor(answer + [IM_END])
-    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
-    lengths: list[int] = []
-    model.language_model.model.layers[0].register_forward_pre_hook(lambda m, args: lengths.append(args[0].shape[1]))
-    shared = model(**batch).loss
-    assert lengths == [len(question) - 1, length - len(question) + 1]
-    monkeypatch.setattr(model_module, "shared_prefix_length", lambda *args: 0)
-    torch.testing.assert_close(shared, model(**batch).loss, rtol=1e-5, atol=1e-6)
-
-
-def test_shared_prefix_is_not_kept_when_weights_could_change_unseen():
-    model = tiny().train()
-    model.vision_tower.requires_grad_(False)
-    model.language_model.requires_grad_(False)
-    batch, _ = stage1_batch()
-    with torch.no_grad():
-        model.language_model.model.layers[1].mlp.requires_grad_(True)  # trains, frozen for this call only
-        model(**batch)
-        model(**batch)
-    assert model.shared_prefix.runs == 2
-    model.language_model.requires_grad_(False)
-    model(**batch)
-    with torch.autocast("cpu", dtype=torch.bfloat16):  # the cached keys were computed in float32
-        model(**batch)
-    assert model.shared_prefix.runs == 4
-    from peft import LoraConfig, inject_adapter_in_model
-
-    inject_adapter_in_model(LoraConfig(target_modules=["k_proj"], r=2), model.language_model)
-    model.language_model.requires_grad_(False)  # adapters can still be switched off or merged via .data
-    model(**batch)
-    model(**batch)
-    assert model.shared_prefix.runs == 6
-
-
-def test_sliding_window_layers_take_the_whole_sequence():
-    model = tiny(text={"use_sliding_window": True, "sliding_window": 8, "max_window_layers": 0}).train()
-    model.vision_tower.requires_grad_(False)
-    model.language_model.requires_grad_(False)
-    batch, length = stage1_batch()
-    assert loss_grad_and_lengths(model, batch)[2] == [length]  # a window-sized cache would shift positions
-
-
-def test_shared_prefix_is_recomputed_when_weights_or_ids_change():
-    model = tiny().train()
-    model.vision_tower.requires_grad_(False)
-    model.language_model.requires_grad_(False)
-    batch, _ = stage1_batch()
-    model(**batch)
-    with torch.no_grad():  # e.g. load_state_dict, or an optimizer on a layer the user unfroze
-        model.language_model.model.layers[0].self_attn.k_proj.weight.mul_(1.5)
-    changed = model(**batch).loss
-    assert model.shared_prefix.runs == 2
-    model.shared_prefix.clear()
-    with torch.no_grad():
-        model.language_model.model.layers[0].self_attn.k_proj.weight.div_(1.5)
-    model(**batch)
-    assert not torch.allclose(changed, model(**batch).loss)  # the test can tell the weights apart
-    batch["input_ids"][:, 2] = 4  # another system prompt
-    model(**batch)
-    assert model.shared_prefix.runs == 4
-
-
-def test_shared_prefix_is_not_used_when_the_lm_trains_or_recomputes():
-    model = tiny().train()
-    model.vision_tower.requires_grad_(False)
-    batch, length = stage1_batch()
-    assert loss_grad_and_lengths(model, batch)[2] == [length]  # the LM trains: prefix positions need gradients
-    model.language_model.requires_grad_(False)
-    model.activation_checkpointing_enable(every_n_layers=2)  # a layer's recompute would drop the prefix's cache
-    assert loss_grad_and_lengths(model, batch)[2] == [length]
-    model.activation_checkpointing_disable()
-    assert len(loss_grad_and_lengths(model, batch)[2]) == 2
-    model.language_model.config.attention_dropout = 0.1  # rows would draw different dropout
-    assert loss_grad_and_lengths(model, batch)[2] == [length]
+    pixels = torch.randn(1, 3, 224, 224)
+    embeds = model.model.embed_inputs(ids, pixels)
+    torch.testing.assert_close(model(inputs_embeds=embeds).logits, model(input_ids=ids, pixel_values=pixels).logits)
+    with pytest.raises(ValueError, match="exactly one"):
+        model(input_ids=ids, inputs_embeds=embeds)
 
 
 # ---------------------------------------------------------------------------- generation
@@ -324,20 +150,20 @@ def no_cache_greedy(model: GeoVLM, ids: torch.Tensor, pixels: torch.Tensor, step
 
 def generation_model() -> GeoVLM:
     # An untied, sharpened head keeps a random model from just echoing its last token.
+    from geovlm import build_tiny
+
     torch.manual_seed(1)
-    model = GeoVLM(GeoVLMConfig.from_preset("tiny", text={"tie_word_embeddings": False}))
-    with torch.no_grad():
-        model.language_model.lm_head.weight.normal_(0, 0.5)
-    return model.eval()
+    return build_tiny(head_std=0.5)[0].eval()
 
 
 def test_cached_greedy_generation_equals_no_cache_loop():
     model = generation_model()
     ids = torch.tensor([image_prompt(49, [100, 2001, 3002, 57])])
     pixels = torch.randn(1, 3, 224, 224)
-    cached = model.generate(ids, pixels, max_new_tokens=12, do_sample=False)[0].tolist()
+    output = model.generate(input_ids=ids, pixel_values=pixels, max_new_tokens=12, do_sample=False)
+    assert output[0, : ids.shape[1]].tolist() == ids[0].tolist()  # prompt + completion, as every HF model
     reference = no_cache_greedy(model, ids, pixels, 12)
-    assert cached == reference
+    assert output[0, ids.shape[1] :].tolist() == reference
     assert len(set(reference)) > 2, "degenerate reference: the test would not catch a cache bug"
 
 
@@ -348,88 +174,89 @@ def test_batched_left_padded_generation_equals_one_by_one():
     width = max(map(len, prompts))
     ids = torch.tensor([[IM_END] * (width - len(p)) + p for p in prompts])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    batched = model.generate(ids, pixels, attention_mask=mask, max_new_tokens=8, do_sample=False)
+    batched = model.generate(input_ids=ids, pixel_values=pixels, attention_mask=mask, max_new_tokens=8,
+                             do_sample=False)[:, width:]
     for i, prompt in enumerate(prompts):
-        single = model.generate(torch.tensor([prompt]), pixels[i : i + 1], max_new_tokens=8, do_sample=False)[0]
+        single = model.generate(input_ids=torch.tensor([prompt]), pixel_values=pixels[i : i + 1], max_new_tokens=8,
+                                do_sample=False)[0, len(prompt) :]
         row = batched[i][: len(single)].tolist()
         assert row == single.tolist(), f"row {i}"
 
 
-def test_generate_rejects_right_padding_and_samples():
+def test_generate_encodes_each_image_once_and_samples():
     model = generation_model()
     ids = torch.tensor([image_prompt(49, [100, 101])])
-    mask = torch.ones_like(ids)
-    mask[0, -1] = 0
-    with pytest.raises(ValueError, match="left-padded"):
-        model.generate(ids, torch.randn(1, 3, 224, 224), attention_mask=mask)
+    calls = []
+    model.model.vision_tower.register_forward_hook(lambda *args: calls.append(1))
+    out = model.generate(input_ids=ids, pixel_values=torch.randn(1, 3, 224, 224), max_new_tokens=6, min_new_tokens=6,
+                         do_sample=False)
+    assert out.shape[1] == ids.shape[1] + 6 and len(calls) == 1  # pixel values go in on the first step only
     torch.manual_seed(0)
-    sampled = model.generate(ids, torch.randn(1, 3, 224, 224), max_new_tokens=4, do_sample=True, temperature=1.0)
-    assert sampled.shape[0] == 1 and 1 <= sampled.shape[1] <= 4
+    sampled = model.generate(input_ids=ids, pixel_values=torch.randn(1, 3, 224, 224), max_new_tokens=4,
+                             do_sample=True, temperature=1.0)
+    assert sampled.shape[0] == 1 and ids.shape[1] < sampled.shape[1] <= ids.shape[1] + 4
+    assert model.generation_config.pad_token_id == 151643 and model.generation_config.eos_token_id == 151645
 
 
 # ---------------------------------------------------------------------------- save / load
 def test_save_and_load_gives_identical_logits(tmp_path):
-    model = tiny()
-    with torch.no_grad():
-        model.projector.linear_1.bias.normal_()
+    model = random_projector_bias(tiny())
     ids = torch.tensor([image_prompt(49, [100, 101])])
     pixels = torch.randn(1, 3, 224, 224)
     before = model(input_ids=ids, pixel_values=pixels).logits
     model.save_pretrained(tmp_path)
-    assert (tmp_path / "model.safetensors").is_file()
+    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "generation_config.json").is_file()
     loaded = GeoVLM.from_pretrained(tmp_path).eval()
     torch.testing.assert_close(loaded(input_ids=ids, pixel_values=pixels).logits, before, rtol=0, atol=0)
-    lm = loaded.language_model
-    assert lm.lm_head.weight.data_ptr() == lm.model.embed_tokens.weight.data_ptr()
+    assert loaded.lm_head.weight.data_ptr() == loaded.get_input_embeddings().weight.data_ptr()
 
 
-def test_image_free_batch_still_trains_the_connector():
-    """Stage 1 on a text-only batch: the loss must still reach the projector (and DDP must see it used)."""
-    model = tiny().train()
-    model.vision_tower.requires_grad_(False)
-    model.language_model.requires_grad_(False)
-    ids = torch.tensor([[IM_START, 872, 198, 100, 101, IM_END, 198, IM_START, 77091, 198, 102, IM_END]])
-    loss = model(input_ids=ids, labels=ids).loss
-    loss.backward()
-    grad = model.projector.linear_1.weight.grad
-    assert grad is not None and torch.count_nonzero(grad) == 0  # used, contributing exactly zero
-    with torch.no_grad():
-        torch.testing.assert_close(model(input_ids=ids, labels=ids).loss, loss.detach())
+def save_legacy_folder(model: GeoVLM, processor, folder) -> None:
+    """A folder as the release before the LLaVA layout wrote it: the whole Qwen2ForCausalLM under
+    `language_model.`, tower and projector at the top, no code or auto_map, the plain ChatML template."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from geovlm.modeling.processing_geovlm import LEGACY_CHATML_TEMPLATE
+
+    renames = (("model.language_model.", "language_model.model."), ("model.vision_tower.", "vision_tower."),
+               ("model.projector.", "projector."))
+    state = {}
+    for key, tensor in model.state_dict().items():
+        if key == "lm_head.weight":
+            continue  # tied: the old release left it out too
+        for new, old in renames:
+            if key.startswith(new):
+                key = old + key[len(new):]
+        state[key] = tensor.contiguous()
+    folder.mkdir()
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    config = model.config.to_dict()
+    config.pop("auto_map", None)
+    config["architectures"] = ["GeoVLM"]
+    (folder / "config.json").write_text(json.dumps(config))
+    processor.tokenizer.save_pretrained(folder)
+    processor.image_processor.save_pretrained(folder)
+    (folder / "processor_config.json").write_text(json.dumps({
+        "image_token": "<|image_pad|>", "num_image_tokens": 49, "processor_class": "GeoVLMProcessor",
+        "system_prompt": "You are a helpful assistant.", "vision_end_token": "<|vision_end|>",
+        "vision_start_token": "<|vision_start|>"}))
+    (folder / "chat_template.jinja").write_text(LEGACY_CHATML_TEMPLATE)
 
 
-def test_lean_mlp_matches_qwen2_mlp_and_keeps_less_for_backward():
-    from transformers.models.qwen2.modeling_qwen2 import Qwen2MLP
+def test_folders_of_the_previous_layout_load_with_identical_logits(tmp_path, tiny_pair):
+    from geovlm import load_pretrained
+    from geovlm.processing.conversation import encode_conversation, question_messages
 
-    from geovlm.modeling.swiglu import LeanQwen2MLP
-
-    model = tiny()
-    assert all(type(layer.mlp) is LeanQwen2MLP for layer in model.language_model.model.layers)
-    lean = model.language_model.model.layers[0].mlp.double()
-    plain = Qwen2MLP(model.config.text_config).double()
-    plain.load_state_dict(lean.state_dict())
-    x = torch.randn(3, 7, model.config.text_config.hidden_size, dtype=torch.float64, requires_grad=True)
-    out_lean, out_plain = lean(x), plain(x)
-    assert torch.equal(out_lean, out_plain)  # the same forward operations
-    grads = [torch.autograd.grad(out.square().sum(), [x, *m.parameters()])
-             for out, m in ((out_lean, lean), (out_plain, plain))]
-    for a, b in zip(*grads, strict=True):
-        assert torch.equal(a, b)  # the same kernels as stock autograd
-
-    def activations_kept(mlp) -> int:  # elements autograd keeps for the backward, weights frozen
-        mlp.requires_grad_(False)
-        weights = {p.data_ptr() for p in mlp.parameters()}
-        sizes = []
-        with torch.autograd.graph.saved_tensors_hooks(
-                lambda t: sizes.append(0 if t.data_ptr() in weights else t.numel()) or t, lambda t: t):
-            mlp(x)
-        return sum(sizes)
-
-    intermediate = x.shape[0] * x.shape[1] * model.config.text_config.intermediate_size
-    assert activations_kept(plain) == 3 * intermediate
-    assert activations_kept(lean) == 2 * intermediate
-    # bf16 too (modules converted in place, weights trainable again)
-    x_bf16 = x.detach().bfloat16().requires_grad_()
-    grads = [torch.autograd.grad(m.bfloat16().requires_grad_(True)(x_bf16).float().square().sum(),
-                                 [x_bf16, *m.parameters()]) for m in (lean, plain)]
-    for a, b in zip(*grads, strict=True):
-        assert torch.equal(a, b)
+    model, processor = tiny_pair
+    random_projector_bias(model)
+    save_legacy_folder(model, processor, tmp_path / "old")
+    loaded, loaded_processor = load_pretrained(tmp_path / "old")
+    messages = question_messages("Find x.")
+    ids = encode_conversation(processor, messages, add_generation_prompt=True).input_ids
+    assert encode_conversation(loaded_processor, messages, add_generation_prompt=True).input_ids == ids
+    pixels = torch.randn(1, 3, 224, 224)
+    torch.testing.assert_close(loaded(input_ids=torch.tensor([ids]), pixel_values=pixels).logits,
+                               model(input_ids=torch.tensor([ids]), pixel_values=pixels).logits, rtol=0, atol=0)
+    assert loaded_processor.chat_template != processing_geovlm.LEGACY_CHATML_TEMPLATE  # blocks work now

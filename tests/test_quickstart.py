@@ -33,6 +33,10 @@ def test_quickstart_runs_end_to_end_and_reports_both_models(tmp_path):
     assert {r["image"] for r in blank_records} == {BLANK_IMAGE}
     assert (tmp_path / "vision" / "stage2" / "eval_results.json").exists()
     assert (tmp_path / "vision" / "predictions-blank-images.jsonl").exists()  # the blind row
+    # Every held-out image was found (synth records are relative to data/images, as Geo170K's).
+    for name in ("vision/predictions.jsonl", "vision/predictions-blank-images.jsonl", "text-only/predictions.jsonl"):
+        rows = [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+        assert len(rows) == n_test and not [r for r in rows if "error" in r], name
     assert (tmp_path / "vision" / "stage2" / "model.safetensors").exists()
 
 

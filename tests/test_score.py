@@ -113,8 +113,16 @@ STRICT_CASES = [
     pytest.param("B.", None, "B", id="lenient-lone-letter-period"),
     # lenient extra forms: the LAST occurrence wins
     pytest.param("Answer: A ... on reflection, Answer: D", None, "D", id="lenient-last-occurrence"),
-    # lenient never reads a lowercase letter as a choice
+    # lenient reads a lowercase letter only when it is all that follows "answer:" on its line
+    pytest.param("answer:d", None, "D", id="lenient-lowercase-answer-lowercase-letter"),
+    pytest.param("Answer: d", None, "D", id="lenient-lowercase-letter-after-space"),
+    pytest.param("So the final answer: (b).\n", None, "B", id="lenient-lowercase-letter-paren"),
+    pytest.param(
+        "Answer:c\nbecause the angles sum to 180", None, "C", id="lenient-lowercase-letter-own-line"
+    ),
     pytest.param("answer: a triangle", None, None, id="lenient-lowercase-letter"),
+    pytest.param("The answer: a, b or c", None, None, id="lenient-lowercase-letter-list"),
+    pytest.param("the answer is d", None, None, id="lenient-lowercase-answer-is"),
 ]
 
 
@@ -145,6 +153,9 @@ def test_fixture_predictions_hit_every_rule() -> None:
     lenient_rules = {extract_choice_lenient_rule(t)[1] for t in texts}
     assert {name for name, _ in STRICT_RULES} | {LAST_SENTENCE_RULE} <= strict_rules
     expected_lenient = {name for name, _ in LENIENT_RULES} | {"lenient_paren_at_end", "lenient_lone_letter"}
+    # (the lowercase-letter rule, added later, is covered by STRICT_CASES and
+    # test_cli_lenient_reads_lowercase_answer_letters, leaving the fixture's counts as published)
+    expected_lenient -= {"lenient_answer_colon_lowercase"}
     assert expected_lenient <= lenient_rules
     assert None in strict_rules and None in lenient_rules  # some stay unparsed in both modes
 
@@ -377,7 +388,7 @@ def test_cli_score_number_mode(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_cli_malformed_answers_raises_cli_error() -> None:
-    from geovlm.cli import CLIError
+    from geovlm.errors import CLIError
 
     args = _parse(
         [
@@ -392,7 +403,7 @@ def test_cli_malformed_answers_raises_cli_error() -> None:
 
 
 def test_cli_missing_file_raises_cli_error(tmp_path: Path) -> None:
-    from geovlm.cli import CLIError
+    from geovlm.errors import CLIError
 
     args = _parse(
         ["score", "--answers", str(tmp_path / "nope.jsonl"), "--predictions", str(tmp_path / "p.jsonl")]
@@ -438,3 +449,82 @@ def test_extract_choice_total(text: str) -> None:
 def test_extract_number_total(text: str) -> None:
     value = extract_number(text)
     assert value is None or math.isfinite(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile input: empty files, a closed pipe, lowercase letters (docs/HOSTILE_INPUTS.md)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", "[]"], ids=["empty", "blank-lines", "empty-list"])
+@pytest.mark.parametrize("which", ["predictions", "answers"])
+def test_cli_empty_file_is_an_error_not_zero_percent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], which: str, content: str
+) -> None:
+    from geovlm.cli import main
+
+    files = {"answers": FIXTURES / "answers.jsonl", "predictions": FIXTURES / "predictions.jsonl"}
+    files[which] = tmp_path / f"{which}.jsonl"
+    files[which].write_text(content)
+    assert (
+        main(["score", "--answers", str(files["answers"]), "--predictions", str(files["predictions"])]) == 2
+    )
+    captured = capsys.readouterr()
+    assert "Accuracy" not in captured.out
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("geovlm score: error:") and f"no {which}" in lines[0]
+
+
+def test_read_predictions_rejects_an_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_text("")
+    with pytest.raises(ValueError, match=r"p\.jsonl: no predictions"):
+        read_predictions(path)
+
+
+def test_cli_lenient_reads_lowercase_answer_letters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    answers, predictions = tmp_path / "a.jsonl", tmp_path / "p.jsonl"
+    answers.write_text("".join(json.dumps({"question_id": i, "text": x}) + "\n" for i, x in enumerate("DDB")))
+    texts = ["So ∠C = 40°.\nanswer:d", "Answer: d", "The answer: (b)."]
+    predictions.write_text(
+        "".join(json.dumps({"question_id": i, "text": t}) + "\n" for i, t in enumerate(texts))
+    )
+    assert eval_cli.run_score(_parse(["score", "--answers", str(answers), "--predictions", str(predictions),
+                                      "--lenient"])) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "Accuracy: 0.00% (0/3" in printed and "Lenient accuracy: 100.00% (3/3" in printed
+
+
+def test_cli_score_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    """`geovlm score ... | head -1`: when the reader has gone, no BrokenPipeError traceback, no
+    "Exception ignored" at exit; exit status 141 (128 + SIGPIPE) as coreutils report it."""
+    import os
+    import subprocess
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first byte: every write fails with EPIPE
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", "import sys; from geovlm.cli import main; sys.exit(main())", "score",
+             "--answers", str(FIXTURES / "answers.jsonl"), "--predictions", str(FIXTURES / "predictions.jsonl"),
+             "--json", str(tmp_path / "r.json")],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert done.stderr == "" and done.returncode == 141
+    assert json.loads((tmp_path / "r.json").read_text())["total"] == 36  # the JSON report is still written
+
+
+def test_cli_score_piped_to_head_prints_no_traceback() -> None:
+    import shlex
+    import subprocess
+
+    command = shlex.join([sys.executable, "-c", "import sys; from geovlm.cli import main; sys.exit(main())",
+                          "score", "--answers", str(FIXTURES / "answers.jsonl"),
+                          "--predictions", str(FIXTURES / "predictions.jsonl")])  # fmt: skip
+    done = subprocess.run(["bash", "-c", f"{command} | head -1"], capture_output=True, text=True, timeout=120)
+    assert done.stdout.startswith("Accuracy: 30.56%") and len(done.stdout.splitlines()) == 1
+    assert done.stderr == "" and done.returncode == 0

@@ -9,23 +9,21 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from geovlm import GeoVLM, GeoVLMConfig, GeoVLMProcessor
+from geovlm import build_tiny
 from geovlm.cli import main as cli_main
 from geovlm.eval.score import score
-from geovlm.serve.chat import answer, chat, conversation
+from geovlm.processing.conversation import encode_conversation, prompt_text, question_messages
+from geovlm.serve.chat import answer, chat
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, tokenizer):
     """A saved tiny model whose untied, sharpened head makes varied (random) text."""
     torch.manual_seed(3)
-    config = GeoVLMConfig.from_preset("tiny", text={"tie_word_embeddings": False})
-    model = GeoVLM(config)
-    with torch.no_grad():
-        model.language_model.lm_head.weight.normal_(0, 0.5)
+    model, processor = build_tiny(head_std=0.5)
     folder = tmp_path_factory.mktemp("model")
     model.save_pretrained(folder)
-    GeoVLMProcessor.from_tokenizer(tokenizer, config).save_pretrained(folder)
+    processor.save_pretrained(folder)
     return folder
 
 
@@ -47,13 +45,14 @@ def test_chat_with_history_prompts_as_the_training_data_does(loaded):
     model, processor = loaded
     history = [("In triangle ABC, ∠A = 50°, ∠B = 60°. Find ∠C.", "∠C = 70°.\nAnswer:A")]
     question = "And the exterior angle at C?"
-    batch = processor.prepare_chat([conversation(question, history)], [diagram(0)])
+    batch = processor(images=[diagram(0)], text=prompt_text(processor, question_messages(question, history)),
+                      return_tensors="pt")
     record_turns = [
         {"from": "human", "value": "<image>\n" + history[0][0]},
         {"from": "gpt", "value": history[0][1]},
         {"from": "human", "value": question},
     ]
-    expected = processor.encode_conversation(record_turns, add_generation_prompt=True).input_ids
+    expected = encode_conversation(processor, record_turns, add_generation_prompt=True).input_ids
     assert batch["input_ids"][0].tolist() == expected
 
 
@@ -63,7 +62,6 @@ def test_stream_equals_plain_reply_and_comes_in_chunks(loaded):
     chunks = list(chat(model, processor, diagram(1), "What is ∠ABC?", stream=True, max_new_tokens=24))
     assert len(chunks) > 1
     assert "".join(chunks) == whole
-    assert model.chat(diagram(1), "What is ∠ABC?", max_new_tokens=24) == whole  # processor attached on load
 
 
 def test_batched_answers_equal_one_by_one(loaded):
@@ -92,12 +90,13 @@ def test_eval_writes_one_prediction_per_question_and_score_reproduces_it(tmp_pat
     n = len((tmp_path / "test_questions.jsonl").read_text().splitlines())
     out1, out4 = tmp_path / "pred1.jsonl", tmp_path / "pred4.jsonl"
     common = [str(model_dir), "--questions", str(tmp_path / "test_questions.jsonl"), "--answers",
-              str(tmp_path / "test_answers.jsonl"), "--images", str(tmp_path), "--max-new-tokens", "10"]
+              str(tmp_path / "test_answers.jsonl"), "--images", str(tmp_path / "images"), "--max-new-tokens", "10"]
     assert cli_main(["eval", *common, "--out", str(out4), "--batch-size", "4", "--json", str(tmp_path / "r.json")]) == 0
     assert cli_main(["eval", *common, "--out", str(out1), "--batch-size", "1"]) == 0
     rows4 = [json.loads(line) for line in out4.read_text().splitlines()]
     rows1 = [json.loads(line) for line in out1.read_text().splitlines()]
     assert [r["question_id"] for r in rows4] == list(range(n)) and n >= 4
+    assert not [r for r in rows4 + rows1 if "error" in r]  # every synthetic image found under OUT/images
     assert [r["text"] for r in rows4] == [r["text"] for r in rows1]  # batch 4 generates as batch 1
     report = json.loads((tmp_path / "r.json").read_text())
     rescored = score(tmp_path / "test_answers.jsonl", out4)

@@ -14,7 +14,9 @@ import pytest
 from PIL import Image
 
 from geovlm.synth import generate_problem, write_dataset
+from geovlm.synth import writer as synth_writer
 from geovlm.synth.cli import register, run
+from geovlm.synth.writer import OutputExists
 
 QA_KEYS = ["id", "image", "conversations", "family", "style", "difficulty", "answer", "value"]
 
@@ -52,7 +54,8 @@ def test_training_records_follow_the_llava_format(dataset: Path) -> None:
     assert isinstance(records, list) and len(records) == 30
     for r in records:
         assert list(r) == QA_KEYS
-        assert (dataset / r["image"]).is_file() and r["image"].startswith("images/")
+        # relative to OUT/images, as Geo170K's records are to Geo170K/images (configs/sft.yaml's layout)
+        assert (dataset / "images" / r["image"]).is_file() and "/" not in r["image"]
         human, gpt = r["conversations"]
         assert human["from"] == "human" and gpt["from"] == "gpt"
         assert human["value"].startswith("<image>\n") and "\nChoices:\nA:" in human["value"]
@@ -87,7 +90,7 @@ def test_test_split_follows_geoqa_and_is_disjoint(dataset: Path) -> None:
         assert a["text"] in "ABCD" and len(a["text"]) == 1
         assert {"family", "style", "difficulty", "value"} <= set(a)
         assert q["text"].startswith(("As shown", "In the figure", "Which", "What", "How", "At which"))
-        assert (dataset / q["image"]).is_file()
+        assert (dataset / "images" / q["image"]).is_file()  # `geovlm eval --images OUT/images`
     train = json.loads((dataset / "qa_tuning.json").read_text(encoding="utf-8"))
     assert not {q["image"] for q in questions} & {r["image"] for r in train}
 
@@ -208,3 +211,94 @@ def test_held_out_shapes_cover_every_class(tmp_path: Path) -> None:
     assert len(answers) == 120
     for letter in "ABCD":
         assert answers.count(letter) >= 0.15 * len(answers), (letter, answers.count(letter))
+
+
+# --- nothing a user made is lost ----------------------------------------------------------------------
+
+
+def _one_error_line(capsys: pytest.CaptureFixture) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("geovlm synth: error:"), captured.err
+    assert "Traceback" not in captured.err
+    return lines[0]
+
+
+def test_cli_refuses_to_replace_an_existing_set(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "set"
+    assert run(_parse(["--out", str(out), "--n", "6", "--seed", "1", "--workers", "1", "--quiet"])) == 0
+    before = all_bytes(out)
+    assert run(_parse(["--out", str(out), "--n", "4", "--seed", "2", "--workers", "1", "--quiet"])) == 2
+    line = _one_error_line(capsys)
+    assert "--overwrite" in line and "qa_tuning.json" in line
+    assert all_bytes(out) == before  # not a byte changed, no staging folder left behind
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("name", ["qa_tuning.json", "test_answers.jsonl", "preview.png", "images/synth-9-0000001.png"])
+def test_cli_refuses_when_any_file_it_would_write_exists(
+    tmp_path: Path, name: str, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "mine"
+    (out / "images").mkdir(parents=True)
+    (out / name).write_text("the user's own file")
+    assert run(_parse(["--out", str(out), "--n", "4", "--workers", "1", "--quiet"])) == 2
+    assert ("synthetic image" if name.startswith("images/") else name) in _one_error_line(capsys)
+    assert (out / name).read_text() == "the user's own file"
+    assert sorted(p.name for p in out.iterdir()) == ["images", *([name] if "/" not in name else [])]
+
+
+def test_a_folder_with_other_files_is_fine_and_they_stay(tmp_path: Path) -> None:
+    out = tmp_path / "Geo170K"  # e.g. a real Geo170K's image subfolders, or the user's notes
+    (out / "images" / "geo3k").mkdir(parents=True)
+    (out / "images" / "geo3k" / "1.png").write_bytes(b"real")
+    (out / "notes.txt").write_text("mine")
+    write_dataset(out, 4, seed=1, workers=1, progress=False)
+    assert (out / "images" / "geo3k" / "1.png").read_bytes() == b"real" and (out / "notes.txt").exists()
+    assert len(list((out / "images").glob("synth-*.png"))) == 4
+
+
+def test_overwrite_replaces_the_old_set_and_nothing_old_mixes_in(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "set"
+    assert run(_parse(["--out", str(out), "--n", "12", "--seed", "1", "--workers", "1", "--preview", "--quiet"])) == 0
+    (out / "images" / "keep.png").write_bytes(b"not the synth's")  # not something synth writes
+    (out / "notes.txt").write_text("mine")
+    assert run(_parse(["--out", str(out), "--n", "5", "--seed", "2", "--workers", "1", "--quiet", "--overwrite"])) == 0
+    assert capsys.readouterr().err == ""
+    fresh = tmp_path / "fresh"
+    write_dataset(fresh, 5, seed=2, workers=1, progress=False)
+    got = {k: v for k, v in all_bytes(out).items() if k not in ("images/keep.png", "notes.txt")}
+    assert got == all_bytes(fresh)  # exactly the new set: no old image, record file or preview left
+    assert (out / "images" / "keep.png").read_bytes() == b"not the synth's" and (out / "notes.txt").exists()
+
+
+def test_an_interrupted_run_leaves_the_folder_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "set"
+    write_dataset(out, 6, seed=1, workers=1, progress=False)
+    before = all_bytes(out)
+    calls = []
+
+    def crash(task: tuple) -> tuple:
+        calls.append(task)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(task)
+
+    real = synth_writer._make
+    monkeypatch.setattr(synth_writer, "_make", crash)
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(out, 8, seed=2, workers=1, progress=False, overwrite=True)
+    assert all_bytes(out) == before and sorted(p.name for p in out.iterdir()) == sorted(
+        {k.split("/")[0] for k in before}
+    )
+    with pytest.raises(OutputExists):  # the library refuses like the CLI
+        write_dataset(out, 8, seed=2, workers=1, progress=False)
+
+
+def test_cli_out_that_is_a_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "file"
+    out.write_text("x")
+    assert run(_parse(["--out", str(out), "--n", "4", "--quiet"])) == 2
+    assert "is a file, not a folder" in _one_error_line(capsys)

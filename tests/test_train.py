@@ -64,7 +64,7 @@ def test_stage1_changes_only_the_projector(tmp_path):
     before = initial_state(config)
     out = train(config)
     changed = changed_parameters(before, out)
-    assert changed == {k for k in before if k.startswith("projector.")}
+    assert changed == {k for k in before if k.startswith("model.projector.")}
 
 
 def test_stage2_last_n_changes_exactly_projector_and_those_layers(tmp_path):
@@ -73,8 +73,8 @@ def test_stage2_last_n_changes_exactly_projector_and_those_layers(tmp_path):
                         lm_last_n_layers=1, output_dir=str(tmp_path / "stage2"))
     before = GeoVLM.from_pretrained(stage1).state_dict()
     changed = changed_parameters(before, Path(train(config)))
-    expected = {k for k in before if k.startswith(("projector.", "language_model.model.layers.1.",
-                                                   "language_model.model.norm."))}
+    expected = {k for k in before if k.startswith(("model.projector.", "model.language_model.layers.1.",
+                                                   "model.language_model.norm."))}
     assert changed == expected
 
 

@@ -9,9 +9,11 @@ __version__ = "0.1.0"
 
 # Resolved on first use, so that `geovlm synth --help` and friends need not import torch.
 _EXPORTS = {
-    "GeoVLMConfig": "geovlm.modeling.config",
-    "GeoVLM": "geovlm.modeling.model",
-    "GeoVLMProcessor": "geovlm.processing.processor",
+    "GeoVLMConfig": "geovlm.modeling",
+    "GeoVLM": "geovlm.modeling",
+    "GeoVLMForConditionalGeneration": "geovlm.modeling",
+    "GeoVLMModel": "geovlm.modeling",
+    "GeoVLMProcessor": "geovlm.modeling",
     "load_qwen_tokenizer": "geovlm.processing.tokenizer",
     "load_pretrained": "geovlm.loading",
     "build_tiny": "geovlm.loading",

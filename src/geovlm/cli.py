@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from geovlm.errors import CLIError
+
 COMMAND_MODULES = [
     "geovlm.synth.cli",
     "geovlm.data.cli",
@@ -20,10 +22,6 @@ COMMAND_MODULES = [
     "geovlm.serve.cli",
     "geovlm.bench.cli",
 ]
-
-
-class CLIError(Exception):
-    """An error with a one-line message for the user; the CLI prints it and exits non-zero."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
-"""One way in for every command: load a model and its processor from a folder or hub id."""
+"""One way in for every command: load a model and its processor from a folder or hub id, or build a tiny
+one offline."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ from typing import Any
 import torch
 
 from geovlm.convert.seed import convert_seed_checkpoint, read_seed_config
-from geovlm.modeling import GeoVLM, GeoVLMConfig
-from geovlm.processing.processor import GeoVLMProcessor
+from geovlm.modeling import GeoVLM, GeoVLMConfig, GeoVLMProcessor
+from geovlm.processing.build import processor_for
 
 
 def load_pretrained(
     path: str | os.PathLike, *, dtype: torch.dtype | str | None = None, device: str | torch.device | None = None
 ) -> tuple[GeoVLM, GeoVLMProcessor]:
-    """`(model, processor)` from a GeoVLM folder or hub id, or from a seed-code checkpoint folder."""
+    """`(model, processor)` from a GeoVLM folder or hub id (this release's or an earlier one's), a LoRA
+    adapter folder, or a seed-code checkpoint folder. The model is in eval mode."""
     if os.path.isdir(path) and read_seed_config(path) is not None:
         model, processor = convert_seed_checkpoint(path)
         if dtype is not None:
@@ -27,7 +29,6 @@ def load_pretrained(
         processor = GeoVLMProcessor.from_pretrained(path)
     if device is not None:
         model.to(device)
-    model.processor = processor  # lets `model.chat(...)` / `model.answer(...)` work directly
     return model.eval(), processor
 
 
@@ -44,12 +45,22 @@ def load_adapter_folder(path: str | os.PathLike, *, dtype: torch.dtype | str | N
     return model, GeoVLMProcessor.from_pretrained(path)
 
 
-def build_tiny(**config_overrides: Any) -> tuple[GeoVLM, GeoVLMProcessor]:
-    """A randomly initialised tiny GeoVLM with the real Qwen2.5 tokenizer, built offline."""
-    from geovlm.processing.tokenizer import load_qwen_tokenizer
-
-    config = GeoVLMConfig.from_preset("tiny", **config_overrides)
+def build_tiny(preset: str = "tiny", *, vision: dict[str, Any] | None = None, text: dict[str, Any] | None = None,
+               head_std: float | None = None, system_prompt: Any = ..., **config_overrides: Any
+               ) -> tuple[GeoVLM, GeoVLMProcessor]:
+    """A randomly initialised GeoVLM of a preset's size (tiny by default) with the real Qwen2.5 tokenizer,
+    built offline: the one factory that tests, benchmarks and the quickstart use. `vision`/`text`
+    override backbone config fields, other keywords GeoVLM config fields. `head_std` unties `lm_head`
+    from the embeddings and draws it with that std: a random tied head gives nearly flat logits, and
+    greedy text worth comparing needs clear winners."""
+    if head_std is not None:
+        text = {**(text or {}), "tie_word_embeddings": False}
+    config = GeoVLMConfig.from_preset(preset, vision=vision, text=text, **config_overrides)
     model = GeoVLM(config)
-    processor = GeoVLMProcessor.from_tokenizer(load_qwen_tokenizer(), config)
+    if head_std is not None:
+        with torch.no_grad():
+            model.lm_head.weight.normal_(0.0, head_std)
+    processor = processor_for(config)
+    if system_prompt is not ...:
+        processor.system_prompt = system_prompt
     return model, processor
-

@@ -341,7 +341,7 @@ def format_table(results: dict[str, Any]) -> str:
                   f"last {g['seed']['last_token_seconds']:.2f} s)",
                   f"  speed-up {g['speedup']:.1f}x (min-to-min {g['speedup_min']:.1f}x); other processes used "
                   f"{_cores(g['geovlm']['others_cores'])} / {_cores(g['seed']['others_cores'])} cores",
-                  f"  greedy outputs identical: {g['greedy_agree']} (asserted in {g['agreement_dtype']}"
+                  f"  greedy outputs identical: {g['greedy_agree']} (compared in {g['agreement_dtype']}"
                   + ("" if g["dtype"] == "fp32" else f"; in {g['dtype']}: {g['agree_in_run_dtype']}")
                   + f"; {g['distinct_output_tokens']} distinct tokens)"]  # fmt: skip
     if "eval" in results:

@@ -31,17 +31,18 @@ def seed_logits(
     model: GeoVLM, input_ids: torch.LongTensor, pixel_values: torch.Tensor, attention_mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """The seed's `VLM.forward` up to the logits: (batch, length, vocab), every position."""
-    lm = model.language_model
-    text_embeds = lm.get_input_embeddings()(input_ids)
-    vision_dtype = model.vision_tower.get_input_embeddings().weight.dtype
-    patches = model.vision_tower(pixel_values=pixel_values.to(vision_dtype)).last_hidden_state
+    base = model.model
+    text_embeds = model.get_input_embeddings()(input_ids)
+    vision_dtype = base.vision_tower.get_input_embeddings().weight.dtype
+    patches = base.vision_tower(pixel_values=pixel_values.to(vision_dtype)).last_hidden_state
     b, _, d = patches.shape
     merged = patches.view(b, -1, d * model.config.merge_factor)  # (b, 196, d) -> (b, 49, 4d)
-    features = model.projector(merged)
+    features = base.projector(merged)
     text_embeds = text_embeds.to(features.dtype)
     batch_idx, token_idx = torch.where(input_ids == model.config.image_token_id)
     text_embeds[batch_idx, token_idx] = features.reshape(-1, features.shape[-1])
-    return lm(inputs_embeds=text_embeds, attention_mask=attention_mask).logits
+    hidden = base.language_model(inputs_embeds=text_embeds, attention_mask=attention_mask).last_hidden_state
+    return model.lm_head(hidden)
 
 
 def seed_loss(model: GeoVLM, batch: dict[str, Any], pad_token_id: int) -> torch.Tensor:

@@ -9,7 +9,7 @@ stands in for the pretrained one. Batches have the lengths of the real corpora:
   worked answer (log-normal, 40-400).
 
 Captions, questions and answers are random ordinary token ids of the drawn lengths (their values
-cannot change the cost); the conversation around them comes from `GeoVLMProcessor.encode_conversation`,
+cannot change the cost); the conversation around them comes from `geovlm.processing.conversation.encode_conversation`,
 so system turn, image span and ChatML framing are exactly the training data's.
 """
 
@@ -24,8 +24,8 @@ from typing import Any
 import torch
 
 from geovlm.constants import IGNORE_INDEX
-from geovlm.modeling import GeoVLM, GeoVLMConfig
-from geovlm.processing.processor import GeoVLMProcessor
+from geovlm.modeling import GeoVLM, GeoVLMProcessor
+from geovlm.processing.conversation import encode_conversation
 
 # LLaVA's instructions for the CC3M captioning stage (a subset; all are one short sentence).
 CC3M_INSTRUCTIONS = (
@@ -82,15 +82,11 @@ def build_model(
     `head_std` unties `lm_head` from the embeddings and draws it with that std: a random tied head
     gives nearly flat logits, and greedy outputs worth comparing need clear winners.
     """
+    from geovlm.loading import build_tiny
+
     torch.manual_seed(seed)
     overrides: dict[str, Any] = {"merge_mode": merge_mode} if merge_mode else {}
-    text = {"tie_word_embeddings": False} if head_std is not None else None
-    config = GeoVLMConfig.from_preset(preset, text=text, **overrides)
-    model = GeoVLM(config)
-    if head_std is not None:
-        with torch.no_grad():
-            model.language_model.lm_head.weight.normal_(0.0, head_std)
-    return model, GeoVLMProcessor.from_tokenizer(tokenizer(), config)
+    return build_tiny(preset, head_std=head_std, **overrides)
 
 
 # ---------------------------------------------------------------------- samples
@@ -105,9 +101,7 @@ def conversation_ids(processor: GeoVLMProcessor, question: list[int], answer: li
     ids: the framing (system turn, image span, ChatML headers, labels on the reply and `<|im_end|>`)
     is the processor's own.
     """
-    enc = processor.encode_conversation(
-        [{"role": "user", "content": "<image>\nQ"}, {"role": "assistant", "content": "A"}]
-    )
+    enc = encode_conversation(processor, [{"role": "user", "content": "<image>\nQ"}, {"role": "assistant", "content": "A"}])
     ids, labels = list(enc.input_ids), list(enc.labels)
     q_id = processor.tokenizer.convert_tokens_to_ids("Q")
     a_pos = next(i for i, lab in enumerate(labels) if lab != IGNORE_INDEX)  # the reply starts here

@@ -19,8 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from geovlm.cli import CLIError
     from geovlm.convert.seed import convert_seed_checkpoint
+    from geovlm.errors import CLIError
 
     try:
         model, processor = convert_seed_checkpoint(args.seed_dir, vision=args.vision, llm=args.llm)

@@ -26,10 +26,11 @@ SEED_SYSTEM_PROMPT = DEFAULT_SYSTEM_PROMPT  # the seed prompted with Qwen's defa
 # logit_scale/bias, the pooling head) are unused by the seed's forward and dropped.
 KEY_MAP = (
     ("vision_model.vision_model.head.", None),
-    ("vision_model.vision_model.", "vision_tower."),
-    ("llm_model.", "language_model."),
-    ("linear1.", "projector.linear_1."),
-    ("linear2.", "projector.linear_2."),
+    ("vision_model.vision_model.", "model.vision_tower."),
+    ("llm_model.model.", "model.language_model."),
+    ("llm_model.lm_head.", "lm_head."),
+    ("linear1.", "model.projector.linear_1."),
+    ("linear2.", "model.projector.linear_2."),
 )
 
 
@@ -84,7 +85,7 @@ def convert_seed_checkpoint(
     from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, SiglipImageProcessorPil
 
     from geovlm.modeling import GeoVLM, GeoVLMConfig
-    from geovlm.processing.processor import GeoVLMProcessor
+    from geovlm.processing.build import processor_for
 
     seed_config = read_seed_config(seed_dir)
     if seed_config is None:
@@ -98,7 +99,7 @@ def convert_seed_checkpoint(
     vision_config = getattr(vision_config, "vision_config", vision_config)  # full SiglipModel config
     text_config = AutoConfig.from_pretrained(llm)
     state = map_seed_keys(load_state_dict(seed_dir))
-    in_width = state["projector.linear_1.weight"].shape[1]
+    in_width = state["model.projector.linear_1.weight"].shape[1]
     factor, remainder = divmod(in_width, vision_config.hidden_size)
     if remainder:
         raise ValueError(f"linear1 input width {in_width} is not a multiple of the vision width {vision_config.hidden_size}")
@@ -117,10 +118,10 @@ def convert_seed_checkpoint(
 
     model = GeoVLM(config)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k != "language_model.lm_head.weight" or not config.tie_word_embeddings]
+    missing = [k for k in missing if k != "lm_head.weight" or not config.tie_word_embeddings]
     if missing or unexpected:
         raise ValueError(f"seed weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    model.language_model.tie_weights()
+    model.tie_weights()
 
     tokenizer = AutoTokenizer.from_pretrained(llm)
     try:
@@ -128,7 +129,5 @@ def convert_seed_checkpoint(
     except (OSError, ValueError):
         size = vision_config.image_size
         image_processor = SiglipImageProcessorPil(size={"height": size, "width": size})
-    processor = GeoVLMProcessor.from_tokenizer(
-        tokenizer, config, image_processor=image_processor, system_prompt=SEED_SYSTEM_PROMPT
-    )
+    processor = processor_for(config, tokenizer, image_processor, system_prompt=SEED_SYSTEM_PROMPT)
     return model.eval(), processor

@@ -5,8 +5,11 @@ validation, image loading, :func:`~geovlm.data.dataset.sample_problem` for lengt
 record, in a process pool, and returns a :class:`CheckReport`. It backs ``geovlm data check`` and
 ``geovlm data stats``.
 
-Images are probed from their header by default (missing, unreadable header, too large); ``verify=True``
-decodes each one exactly as training does, which also finds truncated and corrupt bodies.
+Every image is decoded exactly as training decodes it (``verify=True``, the default), so truncated and
+corrupt bodies are found; ``verify=False`` (``geovlm data check --headers-only``) only reads each header
+(missing, unreadable header, too large), which is faster but lets a cut file pass, and says so.
+A corpus with no records at all is not usable (``CheckReport.ok`` is False): training would have nothing
+to read.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from geovlm.data.dataset import (
 )
 from geovlm.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image, probe_image
 from geovlm.data.records import Record, RecordError, read_records_lenient
+from geovlm.processing.conversation import encode_conversation
 
 PERCENTILES = (50, 90, 95, 99)
 CANDIDATE_MAX_LENGTHS = (256, 512, 768, 1024, 1536, 2048, 4096)
@@ -76,8 +80,13 @@ class CheckReport:
     min_keep: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
+    def empty(self) -> bool:
+        """No records at all: nothing to train on."""
+        return self.num_records == 0
+
+    @property
     def ok(self) -> bool:
-        return not self.errors
+        return not self.errors and not self.empty
 
     @property
     def counts(self) -> dict[str, int]:
@@ -130,6 +139,7 @@ class CheckReport:
             "records": self.num_records,
             "parsed": len(self.total_lengths),
             "bad_records": self.bad_records,
+            "ok": self.ok,
             "images_checked": self.images_checked,
             "verify": self.verify,
             "max_pixels": self.max_pixels,
@@ -161,7 +171,9 @@ class CheckReport:
             "not checked"
             if not self.images_checked
             else (
-                "decoded (--verify)" if self.verify else "header probe (add --verify to decode every image)"
+                "every image decoded, as training does"
+                if self.verify
+                else "headers only (--headers-only): NOT decoded, so truncated or corrupt files pass unseen"
             )
         )
         malformed = self.counts.get(MALFORMED, 0)
@@ -177,6 +189,9 @@ class CheckReport:
                 f"max_length={self.max_length}: {t['fit']} fit, {t['truncated']} would be truncated "
                 f"(image spans kept), {t['dropped']} too long (skipped)"
             )
+        if self.empty:
+            lines.append(f"error: no records in {self.data_file}: training would have nothing to read")
+            return "\n".join(lines)
         if not self.errors:
             lines.append("no errors: every record is usable")
             return "\n".join(lines)
@@ -210,14 +225,12 @@ class CheckReport:
 
 def default_processor(model: str | os.PathLike | None = None) -> Any:
     """The processor of a GeoVLM folder, or one built offline from the ``tiny`` preset (49 image tokens)."""
-    from geovlm.modeling import GeoVLMConfig
-    from geovlm.processing.processor import GeoVLMProcessor
+    from geovlm.modeling import GeoVLMConfig, GeoVLMProcessor
+    from geovlm.processing.build import processor_for
 
     if model is not None:
         return GeoVLMProcessor.from_pretrained(model)
-    from geovlm.processing.tokenizer import load_qwen_tokenizer
-
-    return GeoVLMProcessor.from_tokenizer(load_qwen_tokenizer(), GeoVLMConfig.from_preset("tiny"))
+    return processor_for(GeoVLMConfig.from_preset("tiny"))
 
 
 def check_corpus(
@@ -228,7 +241,7 @@ def check_corpus(
     max_length: int | None = 1024,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     check_images: bool = True,
-    verify: bool = False,
+    verify: bool = True,
     system_prompt: Any = ...,
     workers: int = 1,
     progress: bool | None = None,
@@ -351,7 +364,7 @@ def _check_one(task: tuple[int, Record, str | None, str]) -> _RecordResult:
             "path": path, "code": None, "detail": detail,
         })  # fmt: skip
 
-    enc = processor.encode_conversation(record.turns, system_prompt=options.system_prompt)
+    enc = encode_conversation(processor, record.turns, system_prompt=options.system_prompt)
     problem = sample_problem(enc.input_ids, enc.labels, enc.num_images, processor, options.max_length)
     if problem is not None:
         error(problem[0], data_path, problem[1])

@@ -27,8 +27,9 @@ def register(subparsers: SubParsers) -> None:
         description=(
             "Scan every record: malformed records (missing fields, unknown roles, no gpt turn, more <image> "
             "tags than images, special tokens in the text), images that are missing, unreadable, truncated "
-            "or too large, and samples too long for --max-length. Prints the token-length percentiles "
-            "and each error by id and reason; exits 1 when any record is unusable, 0 on a clean corpus."
+            "or too large (each decoded exactly as training decodes it), and samples too long for "
+            "--max-length. Prints the token-length percentiles and each error by id and reason; exits 1 "
+            "when any record is unusable or the file holds no records, 0 on a clean corpus."
         ),
     )
     _common_arguments(check)
@@ -36,9 +37,15 @@ def register(subparsers: SubParsers) -> None:
         "--max-pixels", type=_positive_int, default=None, metavar="P",
         help="largest image in pixels (width x height) before it counts as too large (default: 40,000,000)",
     )  # fmt: skip
-    check.add_argument(
+    decode = check.add_mutually_exclusive_group()
+    decode.add_argument(
+        "--headers-only", action="store_true",
+        help="only read each image's header (faster; a truncated or corrupt image then passes, and the "
+        "report says the images were not decoded)",
+    )  # fmt: skip
+    decode.add_argument(
         "--verify", action="store_true",
-        help="decode every image fully, as training does (finds truncated/corrupt bodies; slower)",
+        help="decode every image as training does: the default, kept for old command lines",
     )  # fmt: skip
     check.add_argument(
         "--show", type=int, default=20, metavar="N", help="errors to print (default 20; --json lists all)"
@@ -109,10 +116,10 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def _scan(args: argparse.Namespace, *, check_images: bool) -> Any:
-    from geovlm.cli import CLIError
     from geovlm.data.check import check_corpus, default_processor
     from geovlm.data.images import DEFAULT_MAX_PIXELS
     from geovlm.data.records import RecordError
+    from geovlm.errors import CLIError
 
     if not args.data.is_file():
         raise CLIError(f"no such data file: {args.data}")
@@ -135,7 +142,7 @@ def _scan(args: argparse.Namespace, *, check_images: bool) -> Any:
             max_length=args.max_length,
             max_pixels=getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS,
             check_images=check_images,
-            verify=getattr(args, "verify", False),
+            verify=check_images and not getattr(args, "headers_only", False),
             system_prompt=system_prompt,
             workers=args.workers,
         )

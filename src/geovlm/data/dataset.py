@@ -8,7 +8,7 @@ with :func:`build_dataset`::
                             max_length=1024)
 
 A sample is ``{"input_ids", "labels", "pixel_values" (n_images, 3, H, W) or None, "id", "num_images",
-"skipped"}``. Prompts and labels come from :meth:`GeoVLMProcessor.encode_conversation` (ChatML through the
+"skipped"}``. Prompts and labels come from :func:`geovlm.processing.conversation.encode_conversation` (ChatML through the
 tokenizer's template; labels on every assistant reply and its ``<|im_end|>``), images from
 :func:`geovlm.data.images.load_image`.
 
@@ -63,6 +63,7 @@ from geovlm.data.images import (
     resolve_image_path,
 )
 from geovlm.data.records import Record, RecordError, read_records_lenient
+from geovlm.processing.conversation import conversation_lengths, encode_conversation, to_messages
 
 logger = logging.getLogger(__name__)
 
@@ -376,7 +377,7 @@ def encode_record(
     Raises :class:`SampleSkipped` as :func:`sample_problem` decides (``too_long`` or ``malformed``);
     ``path`` (the data file) goes into the skip record.
     """
-    enc = processor.encode_conversation(record.turns, system_prompt=system_prompt)
+    enc = encode_conversation(processor, record.turns, system_prompt=system_prompt)
     problem = sample_problem(enc.input_ids, enc.labels, enc.num_images, processor, max_length)
     if problem is not None:
         raise SampleSkipped(SkipRecord(problem[0], record.id, path or record.source, problem[1]))
@@ -579,7 +580,7 @@ class GeoVLMDataset(Dataset):
                 image = load_image(image_path, max_pixels=self.max_pixels, pad_to_square=self.pad_to_square)
             except ImageLoadError as err:
                 raise SampleSkipped(SkipRecord(err.reason, record.id, str(image_path), err.detail)) from None
-            pixel_values = self.processor.preprocess_images([image])
+            pixel_values = self.processor(images=[image], return_tensors="pt")["pixel_values"]
         return {
             "input_ids": torch.tensor(ids, dtype=torch.long),
             "labels": torch.tensor(labels, dtype=torch.long),
@@ -650,22 +651,10 @@ def build_dataset(sources: Iterable[SourceLike], processor: Any, **kwargs: Any) 
 def text_lengths(
     records: Sequence[Record], processor: Any, system_prompt: Any = ..., batch_size: int = 1024
 ) -> list[int]:
-    """Token counts of whole conversations (image spans included), without truncation.
-
-    Renders each conversation at once and tokenizes in batches: several times faster than
-    :meth:`encode_conversation`, which tokenizes turn by turn, and equal to it because ChatML turns meet
-    at special tokens (checked in the tests).
-    """
-    tok = processor.tokenizer
-    lengths: list[int] = []
-    for start in range(0, len(records), batch_size):
-        texts = []
-        for record in records[start : start + batch_size]:
-            messages = [{"role": t.role, "content": t.content.strip()} for t in record.turns]
-            texts.append(processor.render(processor.with_system(messages, system_prompt)))
-        encoded = tok(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
-        lengths.extend(len(ids) for ids in encoded)
-    return lengths
+    """Token counts of whole conversations (image spans included), without truncation (see
+    :func:`geovlm.processing.conversation.conversation_lengths`; equal to :func:`encode_conversation`'s)."""
+    return conversation_lengths(processor, [to_messages(record.turns) for record in records], system_prompt,
+                                batch_size)
 
 
 def _default_cache_dir() -> Path:

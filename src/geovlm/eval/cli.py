@@ -52,7 +52,7 @@ def _register_score(subparsers: SubParsers) -> None:
 
 def run_score(args: argparse.Namespace) -> int:
     """Print the score table (and write JSON if asked); bad input becomes a one-line CLIError."""
-    from geovlm.cli import CLIError
+    from geovlm.errors import CLIError
     from geovlm.eval.score import score
 
     try:
@@ -61,14 +61,38 @@ def run_score(args: argparse.Namespace) -> int:
         raise CLIError(f"no such file: {err.filename}") from err
     except (ValueError, OSError) as err:
         raise CLIError(str(err).splitlines()[0]) from err
-    print(report.format_table())
+    printed = _print_to_stdout(report.format_table())  # False: the reader went away (`| head -1`)
     if args.json is not None:
         try:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
         except OSError as err:
             raise CLIError(f"cannot write {args.json}: {err.strerror or err}") from err
-    return 0
+    return 0 if printed else EXIT_BROKEN_PIPE
+
+
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what `yes | head -1` reports for `yes`
+
+
+def _print_to_stdout(text: str) -> bool:
+    """Print `text`; False, quietly, when the reader has gone (`geovlm score ... | head -1`).
+
+    As Python's documentation advises for BrokenPipeError: stdout is pointed at os.devnull so that
+    the interpreter's final flush cannot raise again and print "Exception ignored ..." at exit."""
+    import os
+    import sys
+
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout with no file descriptor (e.g. captured)
+            pass
+        return False
+    return True
 
 
 def _register_eval(subparsers: SubParsers) -> None:
@@ -97,7 +121,7 @@ def _register_eval(subparsers: SubParsers) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from geovlm.cli import CLIError
+    from geovlm.errors import CLIError
     from geovlm.eval.evaluate import evaluate
     from geovlm.serve.cli import load_model_or_fail
 

@@ -84,14 +84,22 @@ def extract_choice(text: str) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # Lenient letter extraction (ours, reported separately)
 # ---------------------------------------------------------------------------------------------
-# Keywords are case-insensitive (scoped "(?i:...)"), the letter is not: a lowercase "a" is too often
-# the article. "(?![A-Za-z0-9])" keeps words such as "Centimetres" from counting as C.
+# Keywords are case-insensitive (scoped "(?i:...)"), the letter mostly is not: a lowercase "a" is too
+# often the article. The one exception is a lowercase letter that is all there is after "answer:" on
+# its line ("answer:d", "Answer: (d)."), which no sentence produces. "(?![A-Za-z0-9])" keeps words such
+# as "Centimetres" from counting as C.
 _NOT_WORD = r"(?![A-Za-z0-9])"
 LENIENT_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     # "Answer: C", "answer:C", "ANSWER - (C)", "Answer：C" (full-width colon), "Answer: **C**"
     (
         "lenient_answer_colon",
         re.compile(r"(?i:answer)\s*(?:[:：]|-)\s*[*(\[]*\s*([A-D])" + _NOT_WORD),
+    ),
+    # "answer:d", "Answer: d", "ANSWER: (b)." -- a lowercase letter only when nothing but closing
+    # marks follows it on its line ("answer: a triangle" stays unparsed)
+    (
+        "lenient_answer_colon_lowercase",
+        re.compile(r"(?i:answer)\s*(?:[:：]|-)\s*[*(\[]*\s*([a-d])[*)\]]*[.。!]?[ \t]*$", re.MULTILINE),
     ),
     # "the answer is C", "The correct answer is option C", "answer is (C)", "answer is: **C**"
     (
@@ -124,7 +132,7 @@ def extract_choice_lenient_rule(text: str) -> tuple[str | None, str | None]:
     for name, pattern in LENIENT_RULES:
         matches = pattern.findall(text)
         if matches:
-            return matches[-1], name
+            return matches[-1].upper(), name
     for name, pattern in _ANCHORED_RULES:
         match = pattern.search(text)
         if match:

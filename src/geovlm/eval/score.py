@@ -164,14 +164,17 @@ def read_answers(path: str | os.PathLike[str]) -> list[AnswerRecord]:
     """Gold answers; raises ValueError naming file and line on malformed or duplicate entries."""
     answers = [_answer_from(item, where) for where, item in read_records(path)]
     if not answers:
-        raise ValueError(f"{path}: no answers")
+        raise ValueError(f"{path}: no answers (the file holds no records)")
     _check_unique(((a.question_id, a.where) for a in answers), "answer")
     return answers
 
 
 def read_predictions(path: str | os.PathLike[str]) -> list[PredictionRecord]:
-    """Model generations; raises ValueError naming file and line on malformed or duplicate entries."""
+    """Model generations; raises ValueError naming file and line on malformed or duplicate entries, and
+    on a file with none (an empty file is a failed run, not a 0% score)."""
     predictions = [_prediction_from(item, where) for where, item in read_records(path)]
+    if not predictions:
+        raise ValueError(f"{path}: no predictions (the file holds no records); nothing to score")
     _check_unique(((p.question_id, p.where) for p in predictions), "prediction")
     return predictions
 

@@ -1,8 +1,9 @@
 """Asking a trained model: one conversation (`chat`, optionally streamed) or a batch (`answer`).
 
-Both go through `GeoVLM.generate` (KV cache, each image encoded once, left-padded batches) and
-build prompts with the same processor code as the training data, so a model is asked exactly as it
-was taught.
+Functions of a model and its processor, through the standard calls any transformers user makes: the
+processor's chat template and `processor(images=, text=)`, then `model.generate` (KV cache, each image
+encoded once, left-padded batches). Prompts come from the same conversation code as the training data,
+so a model is asked exactly as it was taught.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Any
 
 from PIL import Image
 
-from geovlm.constants import IMAGE_TAG
 from geovlm.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, expand_to_square, load_image, to_rgb
+from geovlm.processing.conversation import prompt_text, question_messages
 
 ImageInput = Image.Image | str | os.PathLike | bytes
 DEFAULT_MAX_NEW_TOKENS = 512
@@ -36,23 +37,6 @@ def prepare_image(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS, pa
             tmp.flush()
             return load_image(tmp.name, max_pixels=max_pixels, pad_to_square=pad_to_square)
     return load_image(image, max_pixels=max_pixels, pad_to_square=pad_to_square)
-
-
-def conversation(question: str, history: Sequence[Any] | None = None, with_image: bool = True) -> list[dict]:
-    """Turns for a new question after `history`, with `<image>` leading the first user turn as in
-    the training records. `history` holds (question, answer) pairs or `{"role", "content"}` turns."""
-    turns: list[dict] = []
-    for item in history or []:
-        if isinstance(item, dict):
-            turns.append({"role": item.get("role", item.get("from")), "content": item.get("content", item.get("value"))})
-        else:
-            asked, answered = item
-            turns += [{"role": "user", "content": asked}, {"role": "assistant", "content": answered}]
-    turns.append({"role": "user", "content": question})
-    first_user = next(t for t in turns if t["role"] in ("user", "human"))
-    if with_image and IMAGE_TAG not in "".join(t["content"] for t in turns):
-        first_user["content"] = f"{IMAGE_TAG}\n" + first_user["content"]
-    return turns
 
 
 def generation_options(**kwargs: Any) -> dict[str, Any]:
@@ -81,13 +65,33 @@ def chat(
 ) -> str | Iterator[str]:
     """The model's reply to `question` about `image`; with `stream=True`, an iterator of text chunks."""
     pil = prepare_image(image) if image is not None else None
-    turns = conversation(question, history, with_image=pil is not None)
-    batch = processor.prepare_chat([turns], [pil], system_prompt=system_prompt).to(model.device)
+    messages = question_messages(question, history, with_image=pil is not None)
     options = generation_options(**generation_kwargs)
+    batch = prompt_batch(model, processor, [messages], [pil], system_prompt, options["max_new_tokens"])
     if not stream:
-        new_tokens = model.generate(**batch, **options)
-        return processor.decode(new_tokens[0], skip_special_tokens=True)
+        output = model.generate(**batch, **options)
+        return processor.decode(output[0, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     return _stream(model, processor, batch, options)
+
+
+class ContextTooLong(ValueError):
+    """A prompt plus the tokens asked for do not fit the model's context."""
+
+
+def prompt_batch(
+    model: Any, processor: Any, conversations: Sequence[list[dict]], images: Sequence[Image.Image | None],
+    system_prompt: Any, max_new_tokens: int,
+) -> Any:
+    """A left-padded generation batch on the model's device; refuses prompts the context cannot hold."""
+    texts = [prompt_text(processor, messages, system_prompt) for messages in conversations]
+    batch = processor(images=[im for im in images if im is not None] or None, text=texts, return_tensors="pt",
+                      padding=True)
+    limit = model.config.text_config.max_position_embeddings
+    n_prompt = int(batch["attention_mask"].sum(dim=1).max())
+    if n_prompt + max_new_tokens > limit:
+        raise ContextTooLong(f"the prompt takes {n_prompt} tokens; with max_new_tokens={max_new_tokens} that "
+                             f"exceeds the model's context of {limit} tokens")
+    return batch.to(model.device)
 
 
 def _stream(model: Any, processor: Any, batch: Any, options: dict[str, Any]) -> Iterator[str]:
@@ -141,8 +145,9 @@ def answer(
     replies: list[str] = []
     for start in range(0, len(questions), batch_size):
         pils = [prepare_image(im) if im is not None else None for im in images[start : start + batch_size]]
-        turns = [conversation(q, with_image=p is not None) for q, p in zip(questions[start : start + batch_size], pils, strict=True)]
-        batch = processor.prepare_chat(turns, pils, system_prompt=system_prompt).to(model.device)
-        new_tokens = model.generate(**batch, **options)
-        replies += processor.batch_decode(new_tokens, skip_special_tokens=True)
+        conversations = [question_messages(q, with_image=p is not None)
+                         for q, p in zip(questions[start : start + batch_size], pils, strict=True)]
+        batch = prompt_batch(model, processor, conversations, pils, system_prompt, options["max_new_tokens"])
+        output = model.generate(**batch, **options)
+        replies += processor.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     return replies

@@ -35,7 +35,7 @@ def looks_like_hub_id(name: str) -> bool:
 
 def load_model_or_fail(name: str, device: str | None = None) -> tuple[Any, Any]:
     """Load a model for inference, turning the usual failures into one-line CLI errors."""
-    from geovlm.cli import CLIError
+    from geovlm.errors import CLIError
 
     if not os.path.isdir(name) and not looks_like_hub_id(name):
         raise CLIError(f"no model folder at {name!r} (and it is not a hub id like org/name)")
@@ -55,9 +55,9 @@ def load_model_or_fail(name: str, device: str | None = None) -> tuple[Any, Any]:
 
 
 def run_ask(args: argparse.Namespace) -> int:
-    from geovlm.cli import CLIError
     from geovlm.data.images import ImageLoadError
-    from geovlm.serve.chat import chat, prepare_image
+    from geovlm.errors import CLIError
+    from geovlm.serve.chat import ContextTooLong, chat, prepare_image
 
     model, processor = load_model_or_fail(args.model, args.device)
     source: Any = sys.stdin.buffer.read() if args.image == "-" else args.image
@@ -66,29 +66,20 @@ def run_ask(args: argparse.Namespace) -> int:
     except ImageLoadError as err:
         raise CLIError(f"cannot use image {args.image!r}: {err.reason.replace('_', ' ')}") from err
     system = args.system if args.system is not None else ...
-    check_fits_context(model, processor, args.question, args.max_new_tokens)
-    for chunk in chat(model, processor, image, args.question, stream=True, system_prompt=system,
-                      max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p):
+    try:
+        reply = chat(model, processor, image, args.question, stream=True, system_prompt=system,
+                     max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
+    except ContextTooLong as err:
+        raise CLIError(str(err)) from err
+    for chunk in reply:
         sys.stdout.write(chunk)
         sys.stdout.flush()
     sys.stdout.write("\n")
     return 0
 
 
-def check_fits_context(model: Any, processor: Any, question: str, max_new_tokens: int) -> None:
-    from geovlm.cli import CLIError
-    from geovlm.serve.chat import conversation
-
-    prompt = processor.build_prompt(conversation(question))
-    n_prompt = len(processor.tokenizer.encode(prompt, add_special_tokens=False))
-    limit = model.config.text_config.max_position_embeddings
-    if n_prompt + max_new_tokens > limit:
-        raise CLIError(f"the question takes {n_prompt} tokens; with --max-new-tokens {max_new_tokens} "
-                       f"that exceeds the model's context of {limit} tokens")
-
-
 def run_demo(args: argparse.Namespace) -> int:
-    from geovlm.cli import CLIError
+    from geovlm.errors import CLIError
 
     try:
         from geovlm.serve.demo import launch

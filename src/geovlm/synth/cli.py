@@ -11,7 +11,8 @@ from .families import FAMILIES
 from .problem import DIFFICULTIES, STYLES
 
 EXAMPLES = """examples:
-  geovlm synth --out dataset/synth --n 2000 --seed 0
+  geovlm synth --out dataset/Geo170K --n 2000 --seed 0      # then `geovlm sft` trains on it (configs/sft.yaml)
+  geovlm synth --out dataset/synth --n 2000 --seed 1 --overwrite
   geovlm synth --out dataset/shapes --n 2000 --families shapes --difficulty perception
   geovlm synth --out dataset/mix --n 10000 --difficulty perception=0.5,one_step=0.3,multi_step=0.2 --style diagram
 """
@@ -50,7 +51,18 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--out", type=Path, help="output folder (created if missing)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="output folder (created if missing), laid out like Geo170K: qa_tuning.json, alignment.json, "
+        "test_*.jsonl and images/, every record's image path relative to OUT/images",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a synthetic set already in OUT (its JSON/JSONL files, manifest, preview and synth-*.png "
+        "images are removed first); without it an existing set is an error",
+    )
     p.add_argument(
         "--n", type=int, default=1000, help="number of problems, train and test together (default 1000)"
     )
@@ -131,7 +143,11 @@ def run(args: argparse.Namespace) -> int:
         and set(d for d, w in difficulty.items() if w > 0) == {"perception"}
     ):
         return _error("perception questions only exist in diagram style; drop --style text")
+    if args.out.exists() and not args.out.is_dir():
+        return _error(f"--out {args.out} is a file, not a folder")
     preview = None if args.preview is None else (args.preview or str(args.out / "preview.png"))
+    from .writer import OutputExists
+
     start = time.perf_counter()
     try:
         manifest = write_dataset(
@@ -147,9 +163,15 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,  # None: every CPU this process may use
             preview=preview,
             progress=not args.quiet,
+            overwrite=args.overwrite,
         )
+    except OutputExists as err:
+        return _error(str(err))
     except ValueError as err:
         return _error(str(err))
+    except OSError as err:  # OUT is a file, not writable, the disk is full, ...
+        where = f" {err.filename}" if err.filename else ""
+        return _error(f"cannot write{where}: {err.strerror or err}")
     if not args.quiet:
         took = time.perf_counter() - start
         counts = manifest["counts"]

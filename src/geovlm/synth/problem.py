@@ -83,7 +83,8 @@ class Problem:
         return key
 
     def image_path(self) -> str:
-        return f"images/{self.id}.png"
+        """The diagram's file name, relative to the image folder (OUT/images), as Geo170K's records are."""
+        return f"{self.id}.png"
 
     def qa_record(self) -> dict:
         """A training record in the LLaVA / Geo170K conversation format, with our extra keys."""

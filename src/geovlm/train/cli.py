@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from geovlm.cli import CLIError
+    from geovlm.errors import CLIError
     from geovlm.train.config import config_from_args
 
     try:
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_quickstart_cli(args: argparse.Namespace) -> int:
-    from geovlm.cli import CLIError
+    from geovlm.errors import CLIError
 
     real = [args.vision, args.llm, args.data]
     if any(real) and not all(real):

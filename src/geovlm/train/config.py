@@ -18,6 +18,40 @@ from typing import Any, Literal
 import yaml
 
 from geovlm.constants import DEFAULT_SYSTEM_PROMPT
+from geovlm.errors import CLIError
+
+
+class ConfigError(CLIError, ValueError):
+    """A config file or a command-line value that cannot be read as YAML: one line naming the file and
+    line (or the option). A ValueError for the Python API, a CLIError for `geovlm`'s one-line message."""
+
+
+def read_yaml_file(path: str | Path) -> Any:
+    """The YAML document in `path`; ConfigError (one line, file and line named) if it cannot be read."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"no such config file: {path}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason})") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML{_yaml_position(err)}: {_yaml_problem(err)}") from None
+
+
+def _yaml_position(err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    parts = [getattr(err, "context", None), getattr(err, "problem", None)]
+    text = ", ".join(p for p in parts if p) or str(err)
+    return " ".join(text.split())  # one line
 
 
 @dataclass
@@ -91,9 +125,9 @@ class TrainConfig:
     # ------------------------------------------------------------------ YAML
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+        raw = read_yaml_file(path) or {}
         if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a mapping of config fields")
+            raise ConfigError(f"{path}: expected a mapping of config fields, got {type(raw).__name__}")
         return cls.from_dict({**raw, **overrides})
 
     @classmethod
@@ -226,11 +260,16 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 def parse_override(cls: type, name: str, text: str) -> Any:
     """A command-line value for field `name` of `cls`: strings stay as typed, the rest is read as YAML."""
     hint = typing.get_type_hints(cls)[name]
-    options = set(typing.get_args(hint) or (hint,))
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    options = set(typing.get_args(hint) if union else (hint,))  # list[str] is a list, not a str
     if options <= {str, type(None)}:
         nullable = type(None) in options
         return None if nullable and text.lower() in ("null", "none", "~") else text
-    value = yaml.safe_load(text)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        flag = "--" + name.replace("_", "-")
+        raise ConfigError(f"{flag} {text!r}: invalid YAML value: {_yaml_problem(err)}") from None
     if isinstance(value, str) and float in options:
         with contextlib.suppress(ValueError):
             value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string

@@ -31,8 +31,22 @@ def render_model_card(config: TrainConfig, model_config: Any, eval_results: dict
         "",
         "A small vision-language model for geometry diagrams: SigLIP vision tower → token merge "
         f"({model_config.merge_mode}, ×{model_config.merge_factor}, {model_config.num_image_tokens} image tokens) → "
-        "two-layer projector → Qwen2 language model. Load it with "
-        "`geovlm.load_pretrained(folder)` (or `AutoModel.from_pretrained(folder)` after `import geovlm.modeling`).",
+        "two-layer projector → Qwen2 language model. The folder carries its code: load it with transformers "
+        "alone, `AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True)` and "
+        "`AutoProcessor.from_pretrained(folder, trust_remote_code=True)` (or `pipeline(\"image-text-to-text\", "
+        "model=folder, trust_remote_code=True)`), or with `geovlm.load_pretrained(folder)`.",
+        "",
+        "```python",
+        "from transformers import AutoModelForImageTextToText, AutoProcessor",
+        "model = AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True)",
+        "processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)",
+        "messages = [{\"role\": \"user\", \"content\": [{\"type\": \"image\", \"image\": diagram}, "
+        "{\"type\": \"text\", \"text\": \"Find ∠ABC.\"}]}]",
+        "inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, "
+        "return_dict=True, return_tensors=\"pt\")",
+        "output = model.generate(**inputs, max_new_tokens=256, do_sample=False)",
+        "print(processor.decode(output[0, inputs[\"input_ids\"].shape[1]:], skip_special_tokens=True))",
+        "```",
         "",
         "## Training",
         f"- started from: {start}",

@@ -72,12 +72,20 @@ class QuickstartRecipe:
 
 def write_data(out: Path, recipe: QuickstartRecipe, progress: bool = True) -> Path:
     from geovlm.synth import write_dataset
+    from geovlm.synth.writer import FORMAT_VERSION
 
     data = out / "data"
-    if not (data / "manifest.json").exists():
+    wanted = {"format_version": FORMAT_VERSION, "seed": recipe.seed, "n": recipe.n_problems, "size": recipe.render_size,
+              "line_scale": recipe.line_scale, "test_fraction": recipe.test_fraction}
+    try:
+        manifest = json.loads((data / "manifest.json").read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    if any(manifest.get(key) != value for key, value in wanted.items()):
+        # The quickstart's own set, from an earlier release or another recipe: drawn again.
         write_dataset(data, recipe.n_problems, recipe.seed, family=recipe.families, difficulty=recipe.difficulty,
                       style=recipe.style, size=recipe.render_size, line_scale=recipe.line_scale, test_fraction=recipe.test_fraction,
-                      progress=progress)
+                      progress=progress, overwrite=True)
     return data
 
 
@@ -102,9 +110,9 @@ def blank_copy(data: Path, out: Path) -> Path:
     """The same records and questions with every image replaced by one white square: what a model
     that cannot see learns. Only this baseline uses blank images, and it says so."""
     blank = out / "data-blank"
-    blank.mkdir(parents=True, exist_ok=True)
+    (blank / "images").mkdir(parents=True, exist_ok=True)
     size = json.loads((data / "manifest.json").read_text())["size"]
-    Image.new("RGB", (size, size), "white").save(blank / BLANK_IMAGE)
+    Image.new("RGB", (size, size), "white").save(blank / "images" / BLANK_IMAGE)
     for name in ("qa_tuning.json", "qa_answer_only.json"):
         if (data / name).exists():
             records = json.loads((data / name).read_text())
@@ -119,22 +127,20 @@ def initial_model(out: Path, recipe: QuickstartRecipe) -> Path:
     """A fresh tiny GeoVLM saved as a folder, so both stages start through the normal loading path."""
     from transformers import set_seed
 
-    from geovlm.modeling import GeoVLM, GeoVLMConfig
-    from geovlm.processing.processor import GeoVLMProcessor
-    from geovlm.processing.tokenizer import load_qwen_tokenizer
+    from geovlm.loading import build_tiny
 
     folder = out / "init"
     set_seed(recipe.seed)
-    config = GeoVLMConfig.from_preset("tiny", vision=recipe.vision_config, text=recipe.text_config, merge_factor=recipe.merge_factor)
-    model = GeoVLM(config)
+    model, processor = build_tiny(vision=recipe.vision_config, text=recipe.text_config,
+                                  merge_factor=recipe.merge_factor)
     model.save_pretrained(folder)
-    GeoVLMProcessor.from_tokenizer(load_qwen_tokenizer(), config).save_pretrained(folder)
+    processor.save_pretrained(folder)
     return folder
 
 
 def stage_configs(init: Path, data: Path, out: Path, recipe: QuickstartRecipe, progress: bool) -> list[TrainConfig]:
     records = "qa_answer_only.json" if recipe.answer_only else "qa_tuning.json"
-    common = dict(data=[DataSource(path=str(data / records), images=str(data))],
+    common = dict(data=[DataSource(path=str(data / records), images=str(data / "images"))],
                   per_device_batch_size=recipe.batch_size, seed=recipe.seed, max_length=256, num_workers=1,
                   logging_steps=20, save_steps=10_000, save_total_limit=1, report_to="tensorboard",
                   progress_bar=progress, precision="fp32", sampling="group_by_length", warmup_ratio=0.05,
@@ -173,7 +179,7 @@ def evaluate_on(model: Any, processor: Any, data: Path, predictions: Path, recip
     """The held-out split of `data` (the synthetic set or its blank copy), greedy, scored."""
     from geovlm.eval.evaluate import evaluate
 
-    return evaluate(model, processor, data / "test_questions.jsonl", data / "test_answers.jsonl", data,
+    return evaluate(model, processor, data / "test_questions.jsonl", data / "test_answers.jsonl", data / "images",
                     predictions, batch_size=64, max_new_tokens=recipe.max_new_tokens, progress=progress)
 
 

@@ -17,25 +17,26 @@ def apply_recipe(model: GeoVLM, config: TrainConfig) -> nn.Module:
     pretrain: projector only. sft: projector + `lm_trainable` part of the LM (+ vision if asked).
     """
     model.requires_grad_(False)
-    model.projector.requires_grad_(True)
+    model.model.projector.requires_grad_(True)
     if config.train_vision:
-        model.vision_tower.requires_grad_(True)
-    lm = model.language_model
+        model.model.vision_tower.requires_grad_(True)
+    decoder = model.model.language_model
     if config.lm_trainable == "all":
-        lm.requires_grad_(True)
+        decoder.requires_grad_(True)
+        model.lm_head.requires_grad_(True)
     elif config.lm_trainable == "last_n":
-        layers = lm.model.layers
+        layers = decoder.layers
         if config.lm_last_n_layers > len(layers):
             raise ValueError(f"lm_last_n_layers={config.lm_last_n_layers} but the LM has {len(layers)} layers")
         for layer in layers[-config.lm_last_n_layers :]:
             layer.requires_grad_(True)
-        lm.model.norm.requires_grad_(True)  # the final norm feeds every prediction
+        decoder.norm.requires_grad_(True)  # the final norm feeds every prediction
     elif config.lm_trainable == "lora":
         return wrap_lora(model, config)
     if config.freeze_embeddings:
         # 151,936 rows: their dense gradient and optimizer update dominate a small model's step.
-        lm.get_input_embeddings().requires_grad_(False)
-        lm.get_output_embeddings().requires_grad_(False)
+        model.get_input_embeddings().requires_grad_(False)
+        model.get_output_embeddings().requires_grad_(False)
     return model
 
 
@@ -49,7 +50,7 @@ def wrap_lora(model: GeoVLM, config: TrainConfig) -> nn.Module:
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         # Only the language model's layers: the vision tower has q/k/v projections too.
-        target_modules=rf"language_model\..*\.({names})",
+        target_modules=rf".*language_model\..*\.({names})",
         modules_to_save=["projector"] + (["vision_tower"] if config.train_vision else []),
     )
     return get_peft_model(model, lora)

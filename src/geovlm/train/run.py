@@ -11,9 +11,9 @@ from typing import Any
 import torch
 from transformers import TrainingArguments, set_seed
 
-from geovlm.modeling import GeoVLM, GeoVLMConfig
-from geovlm.processing.processor import GeoVLMProcessor
+from geovlm.modeling import GeoVLM, GeoVLMProcessor
 from geovlm.train.config import TrainConfig
+from geovlm.train.fast import fast_training
 from geovlm.train.model_card import write_model_card
 from geovlm.train.recipes import apply_recipe, count_parameters, format_parameter_table
 from geovlm.train.trainer import GeoVLMTrainer, last_complete_checkpoint
@@ -29,20 +29,19 @@ def build_model(config: TrainConfig) -> tuple[GeoVLM, GeoVLMProcessor]:
         # Absolute, so that LoRA adapters saved alone point to their base from any working directory.
         model, processor = load_pretrained(os.path.abspath(config.init_from))
     elif config.preset:
-        from geovlm.processing.tokenizer import load_qwen_tokenizer
+        from geovlm.loading import build_tiny
 
-        model_config = GeoVLMConfig.from_preset(config.preset, merge_mode=config.merge_mode)
-        model = GeoVLM(model_config)
-        processor = GeoVLMProcessor.from_tokenizer(load_qwen_tokenizer(), model_config)
+        model, processor = build_tiny(config.preset, merge_mode=config.merge_mode)
     else:
         from transformers import AutoImageProcessor, AutoTokenizer
 
+        from geovlm.loading import processor_for
+
         model = GeoVLM.from_backbones(config.vision, config.llm, merge_mode=config.merge_mode)
-        processor = GeoVLMProcessor.from_tokenizer(
-            AutoTokenizer.from_pretrained(config.llm), model.config,
-            image_processor=AutoImageProcessor.from_pretrained(config.vision),
-        )
+        processor = processor_for(model.config, AutoTokenizer.from_pretrained(config.llm),
+                                  AutoImageProcessor.from_pretrained(config.vision))
     processor.system_prompt = config.system_prompt
+    processor.pad_to_square = config.pad_to_square  # inference pads as training did
     return model, processor
 
 
@@ -111,7 +110,7 @@ def train(config: TrainConfig, *, train_dataset: Any = None, callbacks: list | N
     counts = count_parameters(trainable)
     print(f"[geovlm] stage {config.stage}: trainable parameters\n{format_parameter_table(counts)}")
     if config.gradient_checkpointing:
-        model.language_model.config.use_cache = False
+        model.config.text_config.use_cache = False
     dataset = train_dataset if train_dataset is not None else build_train_dataset(config, processor)
     args = training_arguments(config)
     part_lrs = {"projector": config.effective_projector_lr, "vision_tower": config.effective_vision_lr}
@@ -134,7 +133,8 @@ def train(config: TrainConfig, *, train_dataset: Any = None, callbacks: list | N
         print(f"[geovlm] resuming from {resume_from}" if resume_from else "[geovlm] no checkpoint to resume from")
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     config.to_yaml(Path(config.output_dir) / "train_config.yaml")
-    trainer.train(resume_from_checkpoint=resume_from)
+    with fast_training(model):  # the lean loss path, for this run only (see train/fast/forward.py)
+        trainer.train(resume_from_checkpoint=resume_from)
     print(f"[geovlm] data: {trainer.skips.report()}")
     out = Path(config.output_dir)
     save_final(trainer, processor, out, config)
@@ -163,7 +163,9 @@ def push_folder(folder: Path, config: TrainConfig) -> None:
 MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "model-*.safetensors",
                "adapter_config.json", "adapter_model.safetensors", "generation_config.json",
                "processor_config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
-               "chat_template.jinja", "special_tokens_map.json")
+               "chat_template.jinja", "special_tokens_map.json",
+               # the code that loads the folder with trust_remote_code
+               "configuration_geovlm.py", "modeling_geovlm.py", "processing_geovlm.py", "connector.py", "presets.py")
 
 
 def save_final(trainer: GeoVLMTrainer, processor: GeoVLMProcessor, out: Path, config: TrainConfig) -> None:

@@ -86,7 +86,7 @@ class GeoVLMConfig(PretrainedConfig):
 
         `vision` / `text` override fields of the two backbone configs; other keywords set GeoVLM fields.
         """
-        from geovlm.modeling.presets import PRESETS
+        from .presets import PRESETS
 
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")

@@ -41,7 +41,7 @@ def _recomputes(layer: nn.Module) -> bool:
 
 
 class SharedPrefix:
-    """Keys and values of a shared prefix for a Qwen2-style `ForCausalLM` (`.model` is its body)."""
+    """Keys and values of a shared prefix for a Qwen2-style decoder, kept while its weights are unchanged."""
 
     def __init__(self) -> None:
         self._key: tuple | None = None
@@ -49,17 +49,17 @@ class SharedPrefix:
         self.runs = 0  # how often the prefix was computed (tests read it)
 
     @staticmethod
-    def applies(lm: nn.Module, training: bool) -> bool:
-        """True when no LM weight takes a gradient, every row would compute the same prefix, and
-        the layers can take a cache: no dropout in training, no sliding window, no recomputation."""
-        body = lm.model
+    def applies(body: nn.Module, training: bool) -> bool:
+        """True when no weight of the decoder `body` (a Qwen2-style model) takes a gradient, every row
+        would compute the same prefix, and the layers can take a cache: no dropout in training, no
+        sliding window, no recomputation."""
         if any(_recomputes(layer) for layer in body.layers):
             return False
         if "sliding_attention" in (getattr(body.config, "layer_types", None) or ()):
             return False  # its cache keeps only the window: positions after the prefix would shift
         if training and getattr(body.config, "attention_dropout", 0.0):
             return False
-        return not torch.is_grad_enabled() or not any(p.requires_grad for p in lm.parameters())
+        return not torch.is_grad_enabled() or not any(p.requires_grad for p in body.parameters())
 
     @staticmethod
     def _fingerprint(body: nn.Module) -> tuple | None:
@@ -77,10 +77,9 @@ class SharedPrefix:
         return tuple(fingerprint)
 
     def cache_for_batch(
-        self, lm: nn.Module, prefix_ids: torch.LongTensor, prefix_embeds: torch.Tensor, batch_size: int
+        self, body: nn.Module, prefix_ids: torch.LongTensor, prefix_embeds: torch.Tensor, batch_size: int
     ) -> DynamicCache:
         """A fresh cache holding the prefix's keys and values for each of `batch_size` rows."""
-        body = lm.model
         device = prefix_embeds.device.type
         fingerprint = self._fingerprint(body)
         key = None if fingerprint is None else (
