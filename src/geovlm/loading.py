@@ -41,8 +41,14 @@ def load_adapter_folder(path: str | os.PathLike, *, dtype: torch.dtype | str | N
     if not base_path:
         raise ValueError(f"{path}/adapter_config.json does not name its base model")
     base = GeoVLM.from_pretrained(base_path, dtype=dtype)
-    model = PeftModel.from_pretrained(base, path).merge_and_unload()
-    return model, GeoVLMProcessor.from_pretrained(path)
+    peft_model = PeftModel.from_pretrained(base, path)
+    # LoRA's B matrices start at zero: all-zero ones mean the adapter's weights did not fit this layout
+    # (peft only warns), e.g. adapters saved before the LLaVA layout.
+    lora_b = [p for name, p in peft_model.named_parameters() if "lora_B" in name]
+    if lora_b and not any(bool(p.detach().any()) for p in lora_b):
+        raise ValueError(f"the LoRA adapters in {path} did not load into the model (an earlier layout?); "
+                         "merge them with the release that wrote them, or retrain")
+    return peft_model.merge_and_unload(), GeoVLMProcessor.from_pretrained(path)
 
 
 def build_tiny(preset: str = "tiny", *, vision: dict[str, Any] | None = None, text: dict[str, Any] | None = None,

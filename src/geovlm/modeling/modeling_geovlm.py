@@ -158,7 +158,8 @@ class GeoVLMForConditionalGeneration(GeoVLMPreTrainedModel, GenerationMixin):
         text = config.text_config
         if self.generation_config is not None and self.generation_config.pad_token_id is None:
             # Batched generation pads; Qwen2.5 pads with <|endoftext|>, its bos id.
-            self.generation_config.pad_token_id = getattr(text, "pad_token_id", None) or text.bos_token_id
+            pad = getattr(text, "pad_token_id", None)
+            self.generation_config.pad_token_id = pad if pad is not None else text.bos_token_id
 
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any) -> GeoVLMForConditionalGeneration:
@@ -204,9 +205,13 @@ class GeoVLMForConditionalGeneration(GeoVLMPreTrainedModel, GenerationMixin):
         model.model.language_model.load_state_dict(language_model.model.state_dict())
         model.lm_head.load_state_dict(language_model.lm_head.state_dict())
         model.tie_weights()
-        model.generation_config = model.generation_config.from_model_config(config)
-        if language_model.generation_config is not None:
-            model.generation_config.update(**language_model.generation_config.to_diff_dict())
+        # Only the ids that end and pad a reply: an Instruct model's sampling defaults (temperature,
+        # top_p, repetition penalty) would make greedy evaluation sample or differ from the plain argmax.
+        source = language_model.generation_config
+        if source is not None and source.pad_token_id is not None:
+            model.generation_config.pad_token_id = source.pad_token_id
+        eos = source.eos_token_id if source is not None and source.eos_token_id is not None else config.text_config.eos_token_id
+        model.generation_config.eos_token_id = _with_im_end(eos)
         if dtype is not None:
             model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
         return model
@@ -259,6 +264,14 @@ class GeoVLMForConditionalGeneration(GeoVLMPreTrainedModel, GenerationMixin):
             )
         extra = {k: v for k, v in outputs.items() if k != "last_hidden_state"}
         return CausalLMOutputWithPast(loss=loss, logits=logits, **extra)
+
+
+def _with_im_end(eos: int | list[int] | None) -> list[int] | int | None:
+    """Replies are ChatML turns: they end at <|im_end|> even when the LLM's own config (a base model's)
+    stops only at <|endoftext|>."""
+    im_end = 151645
+    ids = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    return ids if im_end in ids else [im_end, *ids]
 
 
 GeoVLM = GeoVLMForConditionalGeneration  # the name geovlm's users import

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from PIL import Image
+from PIL import Image, ImageOps
 from transformers import ProcessorMixin
 from transformers.processing_utils import MultiModalData
 
@@ -40,12 +40,12 @@ def chat_template_for(system_prompt: str | None, image_text: str = "<|vision_sta
     `<image>` in a string content, renders as `image_text` (one image token between the span markers,
     which `__call__` repeats), on its own line before the text as in the training records; contents are
     stripped."""
-    default = json.dumps(system_prompt) if system_prompt is not None else "none"
-    image = json.dumps(image_text)
+    default = json.dumps(system_prompt, ensure_ascii=False) if system_prompt is not None else "none"
+    image = json.dumps(image_text, ensure_ascii=False)
     return (
         "{%- set system_text = default_system if default_system is defined else " + default + " -%}"
-        "{%- if system_text and (not messages or messages[0]['role'] != 'system') -%}"
-        "{{- '<|im_start|>system\\n' + system_text + '<|im_end|>\\n' -}}"
+        "{%- if system_text is not none and (not messages or messages[0]['role'] != 'system') -%}"
+        "{{- '<|im_start|>system\\n' + (system_text | trim) + '<|im_end|>\\n' -}}"
         "{%- endif -%}"
         "{%- for message in messages -%}"
         "{%- if message['content'] is string -%}"
@@ -74,6 +74,7 @@ def square_on_white(image: Any) -> Any:
     training. Other inputs (arrays, tensors) pass unchanged."""
     if not isinstance(image, Image.Image):
         return image
+    image = ImageOps.exif_transpose(image)
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or image.has_transparency_data:
         rgba = image.convert("RGBA")
         image = Image.new("RGB", rgba.size, WHITE)

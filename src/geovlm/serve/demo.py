@@ -9,7 +9,7 @@ from typing import Any
 import gradio as gr
 
 from geovlm.data.images import DEFAULT_MAX_PIXELS, ImageLoadError
-from geovlm.serve.chat import chat, prepare_image
+from geovlm.serve.chat import ContextTooLong, chat, prepare_image
 
 TITLE = "GeoVLM — geometry diagrams, asked and answered"
 
@@ -42,9 +42,13 @@ def build_app(model: Any, processor: Any, examples_dir: str | Path | None = None
             prepared = prepare_image(image, max_pixels=max_pixels)
         except ImageLoadError as err:
             raise gr.Error(f"This image cannot be used ({err.reason}): {err.detail}") from err
+        try:
+            reply = chat(model, processor, prepared, question.strip(), stream=True,
+                         max_new_tokens=int(max_new_tokens), temperature=float(temperature))
+        except ContextTooLong as err:
+            raise gr.Error(f"{err}: shorten the question or lower max new tokens.") from err
         text = ""
-        for chunk in chat(model, processor, prepared, question.strip(), stream=True,
-                          max_new_tokens=int(max_new_tokens), temperature=float(temperature)):
+        for chunk in reply:
             text += chunk
             yield text
 

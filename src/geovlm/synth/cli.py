@@ -93,6 +93,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--test-fraction", type=float, default=0.1, help="share of problems in the test split (default 0.1)"
     )
+    p.add_argument(
+        "--free-answer",
+        action="store_true",
+        help="no choices: the reply must state the exact value (solutions end 'Answer: <value>'; records "
+        "carry answer_type 'number'); perception questions keep their choices. For rewards a guess "
+        "cannot collect (geovlm rl) and `geovlm score --mode number`",
+    )
     p.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
     p.add_argument(
         "--preview",
@@ -164,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
             preview=preview,
             progress=not args.quiet,
             overwrite=args.overwrite,
+            free_answer=args.free_answer,
         )
     except OutputExists as err:
         return _error(str(err))

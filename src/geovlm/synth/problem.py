@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -47,14 +48,45 @@ class Problem:
     figure: Figure
     givens: list[Given] = field(default_factory=list)
     target: Measure | None = None
+    free_answer: bool = False  # no choices: the reply must state the exact value (see `free_form`)
 
     @property
     def points(self) -> dict[str, Point]:
         return self.figure.points
 
     @property
+    def answer_type(self) -> str:
+        """"number" for a free-answer question (gold: the exact value), else "choice" (gold: the letter)."""
+        return "number" if self.free_answer else "choice"
+
+    @property
+    def gold(self) -> str:
+        """What a reply must state: the letter, or the exact value with its unit (free answer)."""
+        return self.value_label if self.free_answer else self.answer
+
+    @property
+    def value_label(self) -> str:
+        from .families.base import fmt
+
+        return fmt(self.value, self.unit) if isinstance(self.value, Exact) else str(self.value)
+
+    def free_form(self) -> Problem:
+        """The same problem without choices, for rewards that a guess cannot collect: the solution
+        ends with `Answer: <exact value>`. Perception questions (their answer is a name, not a value)
+        keep their choices."""
+        if self.difficulty == "perception" or not isinstance(self.value, Exact):
+            return self
+        label = self.value_label
+        reasoning = self.solution.rsplit("Therefore, the answer is:", 1)[0].strip()
+        solution = (reasoning + " " if reasoning else "") + f"Therefore, the answer is {label}.\nAnswer: {label}"
+        return dataclasses.replace(self, free_answer=True, solution=solution)
+
+    @property
     def prompt(self) -> str:
-        """The question with its choices, as GeoQA writes it and as the model sees it."""
+        """The question with its choices, as GeoQA writes it and as the model sees it (the question
+        alone for a free-answer problem)."""
+        if self.free_answer:
+            return self.question
         lines = [f"{letter}:{choice}" for letter, choice in zip(LETTERS, self.choices, strict=True)]
         return f"{self.question}\nChoices:\n" + "\n".join(lines)
 
@@ -98,7 +130,8 @@ class Problem:
             "family": self.family,
             "style": self.style,
             "difficulty": self.difficulty,
-            "answer": self.answer,
+            "answer": self.gold,
+            "answer_type": self.answer_type,
             "value": self.value_text,
         }
 
@@ -120,7 +153,8 @@ class Problem:
         question = {"question_id": question_id, "image": self.image_path(), "text": self.prompt}
         answer = {
             "question_id": question_id,
-            "text": self.answer,
+            "text": self.gold,
+            "answer_type": self.answer_type,
             "family": self.family,
             "style": self.style,
             "difficulty": self.difficulty,

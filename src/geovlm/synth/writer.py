@@ -98,8 +98,10 @@ def _signature(task: tuple) -> tuple:
 
 def _make(task: tuple) -> tuple[dict, dict | None]:
     """Generate, render and save one problem; return its records (qa or test, and caption)."""
-    seed, index, family, difficulty, style, size, line_scale, out, split = task
+    seed, index, family, difficulty, style, size, line_scale, out, split, free_answer = task
     p = generate_problem(seed, index, family, difficulty, style)
+    if free_answer:
+        p = p.free_form()
     p.render(size, line_scale).save(Path(out) / IMAGES / p.image_path(), format="PNG", compress_level=6)
     if split == "train":
         return p.qa_record(), p.alignment_record()
@@ -205,6 +207,7 @@ def write_dataset(
     preview: str | os.PathLike | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    free_answer: bool = False,
 ) -> dict:
     """Generate n problems (train + test) under `out` and return the manifest.
 
@@ -237,6 +240,7 @@ def write_dataset(
             workers,
             preview is not None,
             progress,
+            free_answer,
         )
         _commit(stage, root, preview, old if overwrite else [])
     finally:
@@ -287,6 +291,7 @@ def _write_staged(
     workers: int,
     preview: bool,
     progress: bool,
+    free_answer: bool = False,
 ) -> dict:
     """Generate the whole set under `root` (the staging folder) and return its manifest."""
     (root / IMAGES).mkdir(parents=True, exist_ok=True)
@@ -298,10 +303,9 @@ def _write_staged(
         train_idx, test_idx, skipped = plan_split(
             seed, n, test_fraction, family, difficulty, style, pool, progress
         )
-        tasks = [
-            (seed, i, family, difficulty, style, size, line_scale, str(root), "train") for i in train_idx
-        ]
-        tasks += [(seed, i, family, difficulty, style, size, line_scale, str(root), "test") for i in test_idx]
+        common = (family, difficulty, style, size, line_scale, str(root))
+        tasks = [(seed, i, *common, "train", free_answer) for i in train_idx]
+        tasks += [(seed, i, *common, "test", free_answer) for i in test_idx]
         for record, caption in _map(_make, tasks, pool, "synth", progress):
             if caption is not None:
                 qa.append(record)
@@ -322,6 +326,7 @@ def _write_staged(
         "size": size,
         "line_scale": line_scale,
         "test_fraction": test_fraction,
+        "free_answer": free_answer,
         "options": {
             "families": sorted(family_weights(family)),
             "difficulty": weights(difficulty, DIFFICULTIES, DEFAULT_DIFFICULTY),

@@ -8,7 +8,18 @@ from importlib import resources
 STAGES = {
     "pretrain": "stage 1: train the projector (vision tower and LM frozen) on image-caption pairs",
     "sft": "stage 2: geometry SFT of the projector plus part of the LM, from a stage-1 folder",
+    "rl": "stage 3: GRPO (TRL) with verifiable rewards on exact geometry answers, from a stage-2 folder",
 }
+
+
+def config_class(stage: str) -> type:
+    if stage == "rl":
+        from geovlm.train.rl.config import RLConfig
+
+        return RLConfig
+    from geovlm.train.config import TrainConfig
+
+    return TrainConfig
 
 
 def default_config_path(stage: str) -> str:
@@ -20,7 +31,7 @@ def build_stage_parser(stage: str, parser: argparse.ArgumentParser | None = None
     from geovlm.train.config import add_config_arguments
 
     parser = parser or argparse.ArgumentParser(prog=f"geovlm {stage}", description=STAGES[stage])
-    add_config_arguments(parser)
+    add_config_arguments(parser, config_class(stage))
     parser.set_defaults(func=run, stage_name=stage)
     return parser
 
@@ -56,12 +67,16 @@ def run(args: argparse.Namespace) -> int:
     from geovlm.train.config import config_from_args
 
     try:
-        config = config_from_args(args, default_config=default_config_path(args.stage_name))
+        config = config_from_args(args, default_config=default_config_path(args.stage_name),
+                                  cls=config_class(args.stage_name))
     except (ValueError, OSError) as err:
         raise CLIError(str(err)) from err
     if config.stage != args.stage_name:
         raise CLIError(f"the config says stage {config.stage!r}; use `geovlm {config.stage}`")
-    from geovlm.train.run import train
+    if config.stage == "rl":
+        from geovlm.train.rl.run import train_rl as train
+    else:
+        from geovlm.train.run import train
 
     try:
         train(config)

@@ -219,6 +219,16 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
         if not isinstance(value, list):
             raise ValueError(f"{name}: expected a list, got {value!r}")
         return
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{name}: expected a mapping, got {value!r}")
+        key_hint, value_hint = typing.get_args(hint) or (typing.Any, typing.Any)
+        for key, item in value.items():
+            if key_hint is not typing.Any:
+                _check_type(f"{name} key", key, key_hint)
+            if value_hint is not typing.Any:
+                _check_type(f"{name}.{key}", item, value_hint)
+        return
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"{name}: expected a number, got {value!r}")
@@ -251,10 +261,11 @@ def field_overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     }
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--config FILE` plus one `--field VALUE` option per config field (values read as YAML)."""
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type | None = None) -> None:
+    """`--config FILE` plus one `--field VALUE` option per field of `cls` (default `TrainConfig`;
+    values read as YAML)."""
     parser.add_argument("--config", help="YAML config file (fields below override it)")
-    add_field_arguments(parser, TrainConfig, "config fields (each overrides the YAML file; values are YAML)")
+    add_field_arguments(parser, cls or TrainConfig, "config fields (each overrides the YAML file; values are YAML)")
 
 
 def parse_override(cls: type, name: str, text: str) -> Any:
@@ -278,7 +289,10 @@ def parse_override(cls: type, name: str, text: str) -> Any:
     return value
 
 
-def config_from_args(args: argparse.Namespace, default_config: str | Path | None = None) -> TrainConfig:
-    overrides = field_overrides(args, TrainConfig)
+def config_from_args(
+    args: argparse.Namespace, default_config: str | Path | None = None, cls: type | None = None
+) -> TrainConfig:
+    cls = cls or TrainConfig
+    overrides = field_overrides(args, cls)
     path = args.config or default_config
-    return TrainConfig.from_yaml(path, **overrides) if path else TrainConfig.from_dict(overrides)
+    return cls.from_yaml(path, **overrides) if path else cls.from_dict(overrides)

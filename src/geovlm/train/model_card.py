@@ -8,7 +8,8 @@ from typing import Any
 
 from geovlm.train.config import TrainConfig
 
-STAGE_NAMES = {"pretrain": "stage 1 — projector pretraining", "sft": "stage 2 — geometry SFT"}
+STAGE_NAMES = {"pretrain": "stage 1 — projector pretraining", "sft": "stage 2 — geometry SFT",
+               "rl": "stage 3 — reinforcement learning with verifiable rewards (GRPO)"}
 
 
 def render_model_card(config: TrainConfig, model_config: Any, eval_results: dict[str, Any] | None = None,

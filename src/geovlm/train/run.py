@@ -52,6 +52,12 @@ def precision_flags(precision: str) -> dict[str, bool]:
 
 
 def training_arguments(config: TrainConfig, **overrides: Any) -> TrainingArguments:
+    return TrainingArguments(**training_argument_values(config, **overrides))
+
+
+def training_argument_values(config: TrainConfig, **overrides: Any) -> dict[str, Any]:
+    """`TrainingArguments` fields from a config: the HF Trainer's for pretrain/sft, the base of TRL's
+    GRPOConfig for rl."""
     on_gpu = torch.cuda.is_available()
     args: dict[str, Any] = dict(
         output_dir=config.output_dir,
@@ -83,7 +89,7 @@ def training_arguments(config: TrainConfig, **overrides: Any) -> TrainingArgumen
         **precision_flags(config.precision),
     )
     args.update(overrides)
-    return TrainingArguments(**args)
+    return args
 
 
 def build_train_dataset(config: TrainConfig, processor: GeoVLMProcessor) -> Any:

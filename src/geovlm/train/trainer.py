@@ -21,11 +21,52 @@ from geovlm.data.dataset import SKIP_REASONS, DataQualityError, SkipCounter
 
 logger = logging.getLogger(__name__)
 
+# Key prefixes of checkpoints written before the LLaVA layout (see modeling_geovlm.LEGACY_KEY_MAPPING).
+LEGACY_PREFIXES = ("language_model.", "vision_tower.", "projector.")
 # Written last into a checkpoint folder: a folder without it was interrupted mid-write.
 COMPLETE_MARKER = "checkpoint_complete"
 
 
-class GeoVLMTrainer(Trainer):
+class CompleteCheckpoints:
+    """Trainer mixin: a checkpoint folder counts only once completely written (a marker file is its
+    last write), and rotation only ever deletes checkpoints once a newer one is complete."""
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        # The Trainer only warns about weights it cannot place; a checkpoint of the layout before
+        # GeoVLMModel would resume the step count and schedule with the initial weights.
+        weights = Path(resume_from_checkpoint) / "model.safetensors"
+        if weights.is_file():
+            from safetensors import safe_open
+
+            with safe_open(str(weights), "pt") as f:
+                legacy = [k for k in f.keys() if k.startswith(LEGACY_PREFIXES)]  # noqa: SIM118 (not a dict)
+            if legacy:
+                raise ValueError(
+                    f"{resume_from_checkpoint} was written by an earlier GeoVLM layout (keys like {legacy[0]!r}) "
+                    "and cannot be resumed; start a new run from it with init_from instead")
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        # Hold rotation back while the parent writes, mark the new folder complete, then rotate
+        # among complete ones.
+        limit, self.args.save_total_limit = self.args.save_total_limit, None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        # Every rank has written its part (RNG state, shards) before the folder is declared complete.
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            run_dir = Path(self._get_output_dir(trial=trial))
+            marker = run_dir / f"checkpoint-{self.state.global_step}" / COMPLETE_MARKER
+            tmp = marker.with_suffix(".tmp")
+            tmp.write_text(f"{self.state.global_step}\n")
+            os.replace(tmp, marker)
+            rotate_checkpoints(output_dir=str(run_dir), save_total_limit=limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+
+
+class GeoVLMTrainer(CompleteCheckpoints, Trainer):
     def __init__(
         self,
         *args: Any,
@@ -122,26 +163,6 @@ class GeoVLMTrainer(Trainer):
             raise DataQualityError(
                 f"{bad} of {seen} samples ({100 * bad / seen:.1f}%) across all ranks were unusable, more than "
                 f"max_bad_fraction={100 * self.max_bad_fraction:g}%; run `geovlm data check` to list them")
-
-    # ------------------------------------------------------------------ checkpoints
-    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
-        # Rotation must only ever delete checkpoints once a newer one is complete: hold it back
-        # while the parent writes, mark the new folder complete, then rotate among complete ones.
-        limit, self.args.save_total_limit = self.args.save_total_limit, None
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self.args.save_total_limit = limit
-        # Every rank has written its part (RNG state, shards) before the folder is declared complete.
-        self.accelerator.wait_for_everyone()
-        if self.args.should_save:
-            run_dir = Path(self._get_output_dir(trial=trial))
-            marker = run_dir / f"checkpoint-{self.state.global_step}" / COMPLETE_MARKER
-            tmp = marker.with_suffix(".tmp")
-            tmp.write_text(f"{self.state.global_step}\n")
-            os.replace(tmp, marker)
-            rotate_checkpoints(output_dir=str(run_dir), save_total_limit=limit,
-                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
 
 
 class SkipReportCallback(TrainerCallback):

@@ -83,13 +83,22 @@ class FastTraining:
         self.plain_forward = model.forward
         self.shared_prefix = SharedPrefix()
         self.lean_mlps = 0
+        self.previous_forward: Any = None
 
     def enable(self) -> None:
+        if getattr(self.model, "_geovlm_fast_training", None) is not None:
+            raise RuntimeError("this model is already patched for fast training")
+        self.previous_forward = self.model.__dict__.get("forward")  # an instance-level forward, if any
         self.lean_mlps = use_lean_mlps(self.model)
         self.model.forward = types.MethodType(_make_forward(self), self.model)
+        self.model._geovlm_fast_training = self
 
     def disable(self) -> None:
-        self.model.__dict__.pop("forward", None)
+        if self.previous_forward is None:
+            self.model.__dict__.pop("forward", None)
+        else:
+            self.model.forward = self.previous_forward
+        self.model.__dict__.pop("_geovlm_fast_training", None)
         use_lean_mlps(self.model, lean=False)
         self.shared_prefix.clear()
 

@@ -1,0 +1,1 @@
+"""Stage 3: reinforcement learning with verifiable rewards (GRPO through TRL)."""

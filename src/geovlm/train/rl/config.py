@@ -1,0 +1,35 @@
+"""`RLConfig`: a training config (the same fields and mechanics as pretrain/sft) plus GRPO's own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from geovlm.train.config import TrainConfig
+
+
+@dataclass
+class RLConfig(TrainConfig):
+    stage: Literal["rl"] = "rl"  # type: ignore[assignment]  # stage 3
+    # --- GRPO (TRL's GRPOConfig fields of the same names)
+    num_generations: int = 4  # replies sampled per prompt; rewards are compared within each group
+    beta: float = 0.0  # KL penalty to a frozen reference model (0: no reference model is kept)
+    temperature: float = 1.0  # sampling temperature of the replies
+    top_p: float = 1.0
+    max_completion_length: int = 256  # tokens per reply
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = "dapo"  # TRL's default
+    epsilon: float = 0.2  # PPO-style clip range of the probability ratio
+    num_iterations: int = 1  # optimisation passes per generated batch
+    rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0, "format": 0.1})  # name: weight
+    answer_mode: Literal["auto", "choice", "number"] = "auto"  # gold: the letter, the exact value, or per record
+    log_completions: bool = False  # print a table of sampled replies at each logging step
+
+    def validate(self) -> None:
+        super().validate()
+        if self.num_generations < 2:
+            raise ValueError("num_generations must be at least 2: GRPO compares replies within a group")
+        if self.max_completion_length < 1:
+            raise ValueError("max_completion_length must be at least 1")
+        from geovlm.train.rl.rewards import reward_functions
+
+        reward_functions(self.rewards)  # unknown names or all-zero weights fail here, not hours later

@@ -1,0 +1,176 @@
+"""Stage 3 (GRPO through TRL): rewards, prompts and gold answers, free-answer synth, a short run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from geovlm.data.records import parse_record
+from geovlm.train.rl.prompts import build_prompts, gold_answer
+from geovlm.train.rl.rewards import accuracy_reward, completion_text, format_reward, reward_functions
+
+# ---------------------------------------------------------------------------- rewards
+NASTY = ["", None, 42, [], [{}], [{"role": "assistant", "content": None}], {"content": "Answer:A"},
+         "Answer:" * 10_000, "A" * 50_000, "\x00\ud800Answer:A", "Answer: 1/0", "Answer: 9" * 3 + "e999999",
+         "((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((1"]
+
+
+def test_choice_accuracy_uses_the_scorers_extraction():
+    replies = ["∠C = 70°.\nAnswer:B", "the correct answer is option B", "Answer: B", "answer:b", "Answer:BC", "B",
+               [{"role": "assistant", "content": "so Answer:B"}]]
+    # G-LLaVA's procedure: "Answer:B" and its phrases count; "Answer: B" (space) and a bare letter do not.
+    assert accuracy_reward(replies, answer=["B"] * len(replies)) == [1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0]
+    assert accuracy_reward(["Answer:A"], answer=["B"]) == [0.0]
+    assert accuracy_reward(["Answer:E"], answer=["E"]) == [0.0]  # not a choice letter
+
+
+def test_number_accuracy_compares_exact_values():
+    golds = ["60°", "2√3", "4π", "3/4", "(27/4)cm", "36cm²"]
+    right = ["Answer: 60°", "x = 2*sqrt(3)", "so it is 4π.", "Answer: 0.75", "Answer: 6.75 cm", "Answer: 36cm²"]
+    wrong = ["Answer: 61°", "x = 3.46", "so it is 12.6.", "Answer: 3/5", "Answer: 27/5", "Answer: 6"]
+    kinds = ["number"] * len(golds)
+    assert accuracy_reward(right, answer=golds, answer_type=kinds) == [1.0] * len(golds)
+    assert accuracy_reward(wrong, answer=golds, answer_type=kinds) == [0.0] * len(golds)
+
+
+def test_format_reward_wants_a_final_answer_line():
+    assert format_reward(["reason\nAnswer:C", "Answer:C trailing words", "C"], answer=["C"] * 3) == [1.0, 0.0, 0.0]
+    assert format_reward(["steps\nAnswer: 2√3", "2√3"], answer=["2√3"] * 2, answer_type=["number"] * 2) == [1.0, 0.0]
+
+
+@pytest.mark.parametrize("kind,gold", [("choice", "A"), ("number", "60°"), ("number", "not a number"), ("choice", None)])
+def test_rewards_never_raise_on_malformed_or_adversarial_replies(kind, gold):
+    for reward in (accuracy_reward, format_reward):
+        scores = reward(NASTY, answer=[gold] * len(NASTY), answer_type=[kind] * len(NASTY))
+        assert len(scores) == len(NASTY) and all(s in (0.0, 1.0) for s in scores)
+        assert scores[7] == scores[8] == 0.0  # overlong replies score nothing
+
+
+def test_completion_text_reads_strings_and_messages():
+    assert completion_text("x") == "x"
+    assert completion_text([{"role": "assistant", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]) == "ab"
+    assert completion_text(None) == ""
+
+
+def test_reward_weights_are_checked():
+    funcs, weights = reward_functions({"accuracy": 1.0, "format": 0.0})
+    assert funcs == [accuracy_reward] and weights == [1.0]
+    with pytest.raises(ValueError, match="unknown reward"):
+        reward_functions({"accurcy": 1.0})
+    with pytest.raises(ValueError, match="cannot be imported"):
+        reward_functions({"geovlm.train.rl.rewards:nothing": 1.0})
+    assert reward_functions({"geovlm.train.rl.rewards:completion_text": 1.0})[0] == [completion_text]
+    with pytest.raises(ValueError, match="every reward weight is 0"):
+        reward_functions({"accuracy": 0})
+
+
+# ---------------------------------------------------------------------------- prompts
+def record(reply: str, **extra) -> object:
+    return parse_record({"id": "r", "image": "x.png", "conversations": [
+        {"from": "human", "value": "<image>\nFind x.\nChoices:\nA:1\nB:2\nC:3\nD:4"}, {"from": "gpt", "value": reply}],
+        **extra}, source="t.json", index=0)
+
+
+def test_gold_answers_come_from_the_record():
+    assert gold_answer(record("so\nAnswer:C")) == ("C", "choice")
+    assert gold_answer(record("...", answer="B")) == ("B", "choice")
+    assert gold_answer(record("so\nAnswer:C", value="60°"), "number") == ("60°", "number")
+    assert gold_answer(record("Answer: 2√3", answer="2√3", answer_type="number")) == ("2√3", "number")
+    assert gold_answer(record("no letter here")) is None
+    assert gold_answer(record("no letter here", value="pentagon")) is None  # not a value
+
+
+def test_prompts_skip_and_count_records_without_image_or_gold(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (32, 32), "white").save(tmp_path / "images" / "ok.png")
+    (tmp_path / "images" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n trunc")
+    human = {"from": "human", "value": "<image>\nWhich shape?"}
+    records = [
+        {"id": "good", "image": "ok.png", "conversations": [human, {"from": "gpt", "value": "Answer:A"}]},
+        {"id": "missing", "image": "nope.png", "conversations": [human, {"from": "gpt", "value": "Answer:A"}]},
+        {"id": "broken", "image": "bad.png", "conversations": [human, {"from": "gpt", "value": "Answer:A"}]},
+        {"id": "no-gold", "image": "ok.png", "conversations": [human, {"from": "gpt", "value": "a square"}]},
+        {"id": "text", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "Answer:A"}]},
+        {"id": "malformed", "conversations": "oops"},
+    ]
+    path = tmp_path / "records.json"
+    path.write_text(json.dumps(records))
+    prompts, skipped = build_prompts([(str(path), str(tmp_path / "images"))])
+    assert [(p.id, p.question, p.answer, p.answer_type) for p in prompts] == [("good", "Which shape?", "A", "choice")]
+    assert dict(skipped) == {"missing": 1, "unreadable": 1, "no_gold_answer": 1, "no_image": 1, "malformed": 1}
+
+
+def test_free_answer_synth_has_no_choices_and_an_exact_gold(tmp_path):
+    from geovlm.eval.score import score
+    from geovlm.synth import write_dataset
+
+    write_dataset(tmp_path, 40, seed=1, free_answer=True, progress=False, workers=1, test_fraction=0.25,
+                  difficulty="one_step")
+    train = json.loads((tmp_path / "qa_tuning.json").read_text())
+    assert all(r["answer_type"] == "number" and "Choices:" not in r["conversations"][0]["value"] for r in train)
+    assert all(r["conversations"][1]["value"].endswith(f"Answer: {r['answer']}") for r in train)
+    # The gold solutions themselves score 100% under `geovlm score --mode number` and the rewards.
+    answers = [json.loads(line) for line in (tmp_path / "test_answers.jsonl").read_text().splitlines()]
+    predictions = tmp_path / "gold_predictions.jsonl"
+    predictions.write_text("".join(json.dumps({"question_id": a["question_id"], "text": f"Answer: {a['text']}"}) + "\n"
+                                   for a in answers))
+    assert score(tmp_path / "test_answers.jsonl", predictions, mode="number").overall.accuracy == 100.0
+    replies = [r["conversations"][1]["value"] for r in train]
+    golds = [r["answer"] for r in train]
+    assert accuracy_reward(replies, answer=golds, answer_type=["number"] * len(train)) == [1.0] * len(train)
+
+
+# ---------------------------------------------------------------------------- a short run
+REPLY_LENGTH_REWARD = """
+from geovlm.train.rl.rewards import completion_text
+
+def characters(completions, **columns):
+    # A random model never answers right (accuracy 0 everywhere, no advantage); its replies' lengths differ.
+    return [len(completion_text(c)) / 100 for c in completions]
+"""
+
+
+def test_geovlm_rl_runs_grpo_changes_the_policy_and_the_folder_reloads_and_answers(tmp_path, monkeypatch):
+    pytest.importorskip("trl", reason="TRL needs Python >= 3.11: pip install -e '.[rl]'")
+    (tmp_path / "my_rewards.py").write_text(REPLY_LENGTH_REWARD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from geovlm import build_tiny, load_pretrained
+    from geovlm.cli import main as cli_main
+    from geovlm.serve.chat import answer
+    from geovlm.synth import write_dataset
+
+    data = tmp_path / "data"
+    write_dataset(data, 12, seed=0, family="four_shapes", size=64, progress=False, workers=1, test_fraction=0.0)
+    torch.manual_seed(0)
+    model, processor = build_tiny(head_std=0.5)
+    model.save_pretrained(tmp_path / "sft")
+    processor.save_pretrained(tmp_path / "sft")
+    out = tmp_path / "rl"
+    code = cli_main(["rl", "--init-from", str(tmp_path / "sft"), "--data", json.dumps([{
+        "path": str(data / "qa_tuning.json"), "images": str(data / "images")}]), "--output-dir", str(out),
+        "--max-steps", "2", "--per-device-batch-size", "4", "--gradient-accumulation-steps", "1",
+        "--num-generations", "2", "--max-completion-length", "8", "--learning-rate", "0.01", "--lm-trainable", "last_n",
+        "--lm-last-n-layers", "1", "--report-to", "none", "--save-steps", "1", "--num-workers", "0",
+        "--precision", "fp32", "--gradient-checkpointing", "false", "--progress-bar", "false", "--logging-steps", "1",
+        "--rewards", "{accuracy: 1.0, format: 0.1, 'my_rewards:characters': 1.0}"])
+    assert code == 0
+    assert (out / "checkpoint-2" / "checkpoint_complete").is_file()
+    tuned, tuned_processor = load_pretrained(out)
+    before = load_pretrained(tmp_path / "sft")[0].state_dict()
+    after = tuned.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("model.projector.") for k in changed)
+    assert any(k.startswith("model.language_model.layers.1.") for k in changed)
+    assert not any(k.startswith("model.language_model.layers.0.") for k in changed)  # recipe: last layer only
+    from PIL import Image
+
+    reply = answer(tuned, tuned_processor, [Image.open(next((data / "images").iterdir()))], ["Which shape?"],
+                   max_new_tokens=4)
+    assert isinstance(reply[0], str)
+    card = (Path(out) / "README.md").read_text()
+    assert "stage 3" in card
