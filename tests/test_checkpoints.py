@@ -17,7 +17,7 @@ from geovlm.modeling.presets import QWEN_TINY, SIGLIP_TINY
 PAD = 151655
 
 
-def save_backbones(root, tokenizer):
+def save_backbones(root, tokenizer, with_tokenizer: bool = True):
     """A full SiglipModel (text tower included, as google/siglip-* ship) and a Qwen2 LM with its tokenizer."""
     torch.manual_seed(0)
     siglip = SiglipModel(SiglipConfig(vision_config=SIGLIP_TINY, text_config=dict(
@@ -26,7 +26,8 @@ def save_backbones(root, tokenizer):
     vision_dir, llm_dir = root / "siglip", root / "qwen"
     siglip.save_pretrained(vision_dir)
     llm.save_pretrained(llm_dir)
-    tokenizer.save_pretrained(llm_dir)
+    if with_tokenizer:
+        tokenizer.save_pretrained(llm_dir)
     return siglip, llm, vision_dir, llm_dir
 
 
@@ -61,8 +62,9 @@ def seed_forward(seed_state, siglip, llm, ids, pixels, k):
     return llm(inputs_embeds=text_embeds).logits
 
 
-def test_seed_checkpoint_converts_to_identical_logits(tmp_path, tokenizer):
-    siglip, llm, vision_dir, llm_dir = save_backbones(tmp_path, tokenizer)
+def save_seed_checkpoint(tmp_path, tokenizer, with_tokenizer: bool = True):
+    """A checkpoint as the seed code saved it, with the backbone folders its config names."""
+    siglip, llm, vision_dir, llm_dir = save_backbones(tmp_path, tokenizer, with_tokenizer)
     torch.manual_seed(1)
     k, d, h = 4, SIGLIP_TINY["hidden_size"], QWEN_TINY["hidden_size"]
     state = {f"vision_model.{key}": v for key, v in siglip.state_dict().items()}
@@ -75,7 +77,11 @@ def test_seed_checkpoint_converts_to_identical_logits(tmp_path, tokenizer):
     (seed_dir / "config.json").write_text(json.dumps({
         "model_type": "vlm_model", "llm_model_path": str(llm_dir), "vision_model_path": str(vision_dir),
         "freeze_vision_model": True, "image_pad_num": 49}))
+    return seed_dir, state, siglip, llm, k
 
+
+def test_seed_checkpoint_converts_to_identical_logits(tmp_path, tokenizer):
+    seed_dir, state, siglip, llm, k = save_seed_checkpoint(tmp_path, tokenizer)
     out = tmp_path / "converted"
     assert cli_main(["convert", str(seed_dir), str(out)]) == 0
     model, processor = load_pretrained(out)
@@ -99,3 +105,49 @@ def test_convert_rejects_a_folder_that_is_not_a_seed_checkpoint(tmp_path, capsys
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
     assert cli_main(["convert", str(tmp_path), str(tmp_path / "out")]) == 2
     assert "not a seed checkpoint" in capsys.readouterr().err
+
+
+def test_convert_does_not_replace_a_folder_without_overwrite(tmp_path, tokenizer, capsys):
+    seed_dir = save_seed_checkpoint(tmp_path, tokenizer)[0]
+    out = tmp_path / "converted"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert cli_main(["convert", str(seed_dir), str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--overwrite" in err and (out / "notes.txt").read_text() == "mine"
+    assert cli_main(["convert", str(seed_dir), str(out), "--overwrite"]) == 0
+    assert (out / "model.safetensors").is_file() and not (out / "notes.txt").exists()
+
+
+def test_convert_without_tokenizer_files_uses_the_offline_qwen_tokenizer(tmp_path, tokenizer, capsys):
+    seed_dir = save_seed_checkpoint(tmp_path, tokenizer, with_tokenizer=False)[0]
+    capsys.readouterr()
+    assert cli_main(["convert", str(seed_dir), str(tmp_path / "converted")]) == 0
+    assert "using the exact offline Qwen2.5 tokenizer" in capsys.readouterr().out
+    _, processor = load_pretrained(tmp_path / "converted")
+    assert processor.tokenizer.convert_tokens_to_ids("<|im_end|>") == 151645
+
+
+def test_ask_refuses_a_folder_of_another_model_before_building_it(tmp_path, tokenizer, capsys):
+    _, _, _, llm_dir = save_backbones(tmp_path, tokenizer)
+    image = tmp_path / "d.png"
+    Image.new("RGB", (32, 32), "white").save(image)
+    capsys.readouterr()
+    assert cli_main(["ask", str(llm_dir), str(image), "Find x."]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "qwen2 model" in err and "not a GeoVLM" in err
+
+
+def test_a_truncated_weights_file_is_one_line(tmp_path, tiny_pair, capsys):
+    model, processor = tiny_pair
+    model.save_pretrained(tmp_path / "m")
+    processor.save_pretrained(tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    image = tmp_path / "d.png"
+    Image.new("RGB", (32, 32), "white").save(image)
+    capsys.readouterr()
+    assert cli_main(["ask", str(tmp_path / "m"), str(image), "Find x."]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("geovlm ask: error: cannot load model")

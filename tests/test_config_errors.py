@@ -87,3 +87,29 @@ def test_a_list_option_is_read_as_yaml() -> None:
     assert (
         parse_override(TrainConfig, "output_dir", "[not, a, list]") == "[not, a, list]"
     )  # str stays as typed
+
+
+@pytest.mark.parametrize("entry", ["{path: a.json, image: b}", "{images: b}"])
+def test_a_data_source_with_an_unknown_key_is_one_line(entry: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sft", "--data", f"[{entry}]", "--init-from", "x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "data source" in err and "images, path, weight" in err
+    with pytest.raises(ValueError, match="data source"):
+        TrainConfig.from_dict({"data": [{"path": "a.json", "image": "b"}]})
+
+
+def test_quickstart_unknown_family_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["quickstart", "--out", str(tmp_path / "q"), "--families", "{x: 1}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown x" in err and "four_shapes" in err
+    assert not (tmp_path / "q").exists()  # refused before anything ran
+
+
+def test_an_error_raised_in_a_data_loader_worker_is_one_line() -> None:
+    from geovlm.train.cli import error_message
+
+    wrapped = ValueError("Caught DataQualityError in DataLoader worker process 0.\nOriginal Traceback (most recent "
+                         "call last):\n  File \"x.py\", line 1, in f\n    raise X\ngeovlm.data.dataset.DataQualityError: "
+                         "7 of 36 samples (19.4%) were unusable")
+    assert error_message(wrapped) == "7 of 36 samples (19.4%) were unusable"
+    assert error_message(ValueError("plain")) == "plain"

@@ -172,5 +172,39 @@ def test_geovlm_rl_runs_grpo_changes_the_policy_and_the_folder_reloads_and_answe
     reply = answer(tuned, tuned_processor, [Image.open(next((data / "images").iterdir()))], ["Which shape?"],
                    max_new_tokens=4)
     assert isinstance(reply[0], str)
+    history = json.loads((out / "log_history.json").read_text())
+    assert [round(h["reward"], 6) for h in history if "reward" in h] and all("reward_std" in h for h in history if "reward" in h)
     card = (Path(out) / "README.md").read_text()
     assert "stage 3" in card
+
+
+def test_scoring_completion_positions_only_gives_trls_log_probabilities():
+    """`completion_positions_only` makes TRL's fused head score only the reply tokens on a CPU (as it
+    does on GPUs); the log-probabilities, entropies and gradients must equal TRL's all-positions path."""
+    pytest.importorskip("trl", reason="TRL needs Python >= 3.11: pip install -e '.[rl]'")
+    from trl.trainer.utils import add_fused_lm_head
+
+    from geovlm import build_tiny
+    from geovlm.train.rl.run import completion_positions_only
+
+    torch.manual_seed(0)
+    model, _ = build_tiny(head_std=0.5)
+    add_fused_lm_head(model, temperature=0.7, outputs=("log_probs", "entropy"))
+    ids = torch.randint(100, 5000, (3, 20))
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0  # left padding
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, :-5] = -100  # the last 5 tokens are the completion
+
+    def run() -> tuple:
+        model.zero_grad()
+        out = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+        (out.log_probs.sum() + out.entropy.sum()).backward()
+        return out.log_probs.detach(), out.entropy.detach(), model.model.language_model.layers[-1].mlp.down_proj.weight.grad.clone()
+
+    everywhere = run()
+    with completion_positions_only():
+        compact = run()
+    for a, b in zip(everywhere, compact, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert everywhere[0][:, -5:].abs().sum() > 0 and everywhere[0][:, :-6].abs().sum() == 0

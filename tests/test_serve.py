@@ -152,3 +152,17 @@ def test_eval_counts_a_question_with_a_missing_image_as_wrong_and_goes_on(tmp_pa
                      "--max-new-tokens", "4"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 5 and rows[2]["error"].startswith("image missing") and rows[2]["text"] == ""
+
+
+def test_chat_and_answer_refuse_a_prompt_the_context_cannot_hold(loaded):
+    from geovlm.serve.chat import ContextTooLong
+
+    model, processor = loaded
+    limit = model.config.text_config.max_position_embeddings
+    long_question = "why " * limit
+    with pytest.raises(ContextTooLong, match=f"context of {limit} tokens"):
+        chat(model, processor, diagram(0), long_question, max_new_tokens=8)
+    with pytest.raises(ContextTooLong):
+        answer(model, processor, [diagram(0)], [long_question], max_new_tokens=8)
+    with pytest.raises(ContextTooLong):  # the question fits, the reply asked for does not
+        chat(model, processor, diagram(0), "Find x.", max_new_tokens=limit)

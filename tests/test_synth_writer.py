@@ -18,7 +18,7 @@ from geovlm.synth import writer as synth_writer
 from geovlm.synth.cli import register, run
 from geovlm.synth.writer import OutputExists
 
-QA_KEYS = ["id", "image", "conversations", "family", "style", "difficulty", "answer", "value"]
+QA_KEYS = ["id", "image", "conversations", "family", "style", "difficulty", "answer", "answer_type", "value"]
 
 
 def all_bytes(root: Path) -> dict[str, bytes]:

@@ -17,7 +17,9 @@ def load_pretrained(
     path: str | os.PathLike, *, dtype: torch.dtype | str | None = None, device: str | torch.device | None = None
 ) -> tuple[GeoVLM, GeoVLMProcessor]:
     """`(model, processor)` from a GeoVLM folder or hub id (this release's or an earlier one's), a LoRA
-    adapter folder, or a seed-code checkpoint folder. The model is in eval mode."""
+    adapter folder, or a seed-code checkpoint folder. The model is in eval mode. A local folder of any
+    other model is refused before anything is built (its config would give a default-size GeoVLM)."""
+    check_folder_kind(path)
     if os.path.isdir(path) and read_seed_config(path) is not None:
         model, processor = convert_seed_checkpoint(path)
         if dtype is not None:
@@ -30,6 +32,28 @@ def load_pretrained(
     if device is not None:
         model.to(device)
     return model.eval(), processor
+
+
+def check_folder_kind(path: str | os.PathLike) -> None:
+    """ValueError, naming what the folder holds, unless it is a GeoVLM, seed-code or adapter folder."""
+    import json
+
+    folder = os.fspath(path)
+    if not os.path.isdir(folder) or os.path.isfile(os.path.join(folder, "adapter_config.json")):
+        return  # a hub id, or LoRA adapters (their base is checked when it loads)
+    config_path = os.path.join(folder, "config.json")
+    try:
+        with open(config_path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except FileNotFoundError:
+        raise ValueError(f"{folder} has no config.json: not a model folder") from None
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{config_path} cannot be read: {err}") from None
+    kind = config.get("model_type") if isinstance(config, dict) else None
+    if kind not in (GeoVLMConfig.model_type, "vlm_model"):
+        raise ValueError(f"{folder} holds a {kind or 'model of unknown type'!s} model "
+                         f"(architectures: {config.get('architectures') if isinstance(config, dict) else None}), "
+                         "not a GeoVLM one; build a GeoVLM from it with GeoVLM.from_backbones or geovlm pretrain --llm")
 
 
 def load_adapter_folder(path: str | os.PathLike, *, dtype: torch.dtype | str | None = None):

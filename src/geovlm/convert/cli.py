@@ -15,19 +15,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("out_dir", help="where to write the GeoVLM folder")
     parser.add_argument("--vision", help="vision backbone (hub id or folder); default: the seed config's")
     parser.add_argument("--llm", help="language backbone (hub id or folder); default: the seed config's")
+    parser.add_argument("--overwrite", action="store_true", help="replace out_dir if it is not empty")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+    from pathlib import Path
+
     from geovlm.convert.seed import convert_seed_checkpoint
     from geovlm.errors import CLIError
 
+    out = Path(args.out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+        raise CLIError(f"{out} already exists and is not empty; pass --overwrite to replace it, or choose another folder")
     try:
         model, processor = convert_seed_checkpoint(args.seed_dir, vision=args.vision, llm=args.llm)
     except (ValueError, FileNotFoundError, OSError) as err:
-        raise CLIError(str(err)) from err
-    model.save_pretrained(args.out_dir)
-    processor.save_pretrained(args.out_dir)
+        raise CLIError(str(err).splitlines()[0]) from err
+    # Written next to out_dir and moved in whole, so an interrupted conversion leaves no half folder.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     print(f"wrote {args.out_dir} (merge: sequential ×{model.config.merge_factor}, "
           f"{model.config.num_image_tokens} image tokens, seed prompt format)")
     return 0

@@ -71,6 +71,30 @@ def map_seed_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return mapped
 
 
+def qwen_tokenizer_for(llm: str | os.PathLike, text_config: Any) -> Any:
+    """The LLM folder's tokenizer when it has Qwen2.5's special tokens; else (no tokenizer files, or
+    another tokenizer) the exact offline Qwen2.5 tokenizer, said so, when the vocabulary size fits."""
+    from transformers import AutoTokenizer
+
+    from geovlm.processing.tokenizer import QWEN_SPECIAL_TOKENS, QWEN_VOCAB_SIZE, load_qwen_tokenizer
+
+    problem = None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(llm)
+        wrong = [t for t in ("<|im_start|>", "<|im_end|>", "<|image_pad|>")
+                 if tokenizer.convert_tokens_to_ids(t) != QWEN_SPECIAL_TOKENS[t]]
+        if not wrong:
+            return tokenizer
+        problem = f"its tokenizer lacks Qwen2.5's {', '.join(wrong)}"
+    except Exception as err:  # missing or broken tokenizer files fail in many ways
+        problem = f"it has no usable tokenizer ({type(err).__name__})"
+    if getattr(text_config, "vocab_size", None) != QWEN_VOCAB_SIZE:
+        raise ValueError(f"{llm}: {problem}, and its vocabulary ({getattr(text_config, 'vocab_size', None)}) is "
+                         f"not Qwen2.5's {QWEN_VOCAB_SIZE}; pass --llm with the tokenizer the seed model was trained with")
+    print(f"[geovlm] {llm}: {problem}; using the exact offline Qwen2.5 tokenizer instead")
+    return load_qwen_tokenizer()
+
+
 def convert_seed_checkpoint(
     seed_dir: str | os.PathLike,
     *,
@@ -82,7 +106,7 @@ def convert_seed_checkpoint(
     `vision` / `llm` override the backbone locations recorded in the seed config (hub ids or
     folders); they supply the backbone configs, the tokenizer and the image processor.
     """
-    from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, SiglipImageProcessorPil
+    from transformers import AutoConfig, AutoImageProcessor, SiglipImageProcessorPil
 
     from geovlm.modeling import GeoVLM, GeoVLMConfig
     from geovlm.processing.build import processor_for
@@ -123,7 +147,7 @@ def convert_seed_checkpoint(
         raise ValueError(f"seed weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.tie_weights()
 
-    tokenizer = AutoTokenizer.from_pretrained(llm)
+    tokenizer = qwen_tokenizer_for(llm, text_config)
     try:
         image_processor = AutoImageProcessor.from_pretrained(vision)
     except (OSError, ValueError):

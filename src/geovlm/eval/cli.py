@@ -117,24 +117,54 @@ def _register_eval(subparsers: SubParsers) -> None:
     parser.add_argument("--limit", type=int, help="only the first N questions")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the score report as JSON")
+    parser.add_argument("--text-only", action="store_true", help="allow a questions file where no question has an image")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out even if it holds another run's predictions (an interrupted run of the "
+                        "same evaluation is continued without it)")
     parser.set_defaults(func=run_eval)
+
+
+def model_fingerprint(name: str) -> str:
+    """Which model a predictions file came from: a folder's path and its weights' sizes and times."""
+    folder = Path(name)
+    if not folder.is_dir():
+        return name
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".json") and p.is_file())
+    stamp = ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    return f"{folder.resolve()}|{stamp}"
 
 
 def run_eval(args: argparse.Namespace) -> int:
     from geovlm.errors import CLIError
-    from geovlm.eval.evaluate import evaluate
+    from geovlm.eval.evaluate import check_prompt_template, evaluate, read_questions
     from geovlm.serve.cli import load_model_or_fail
 
-    model, processor = load_model_or_fail(args.model, args.device)
-    try:
-        report = evaluate(model, processor, args.questions, args.answers, args.images, args.out,
-                          batch_size=args.batch_size, prompt_template=args.prompt_template,
-                          max_new_tokens=args.max_new_tokens, limit=args.limit)
+    try:  # inputs first: nothing is loaded or generated for a run that would fail
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+        check_prompt_template(args.prompt_template)
+        read_questions(args.questions)
+        if args.out.is_dir():
+            raise ValueError(f"--out {args.out} is a folder; name a file")
     except FileNotFoundError as err:
         raise CLIError(f"no such file: {err.filename}") from err
-    except (ValueError, KeyError) as err:
+    except (ValueError, OSError) as err:
         raise CLIError(str(err).splitlines()[0]) from err
-    print(f"predictions: {args.out}")
+    model, processor = load_model_or_fail(args.model, args.device)
+    try:
+        result = evaluate(model, processor, args.questions, args.answers, args.images, args.out,
+                          batch_size=args.batch_size, prompt_template=args.prompt_template,
+                          max_new_tokens=args.max_new_tokens, limit=args.limit, text_only=args.text_only,
+                          overwrite=args.overwrite, model_id=model_fingerprint(args.model))
+    except FileNotFoundError as err:
+        raise CLIError(f"no such file: {err.filename}") from err
+    except (ValueError, KeyError, OSError) as err:
+        raise CLIError(str(err).splitlines()[0]) from err
+    report = result.report
+    print(f"predictions: {args.out}" + (f" ({result.resumed} from an interrupted run, {result.answered} new)"
+                                        if result.resumed else ""))
+    for reason, count in sorted(result.problems.items()):
+        print(f"  {count} question(s) answered without their image: {reason}")
     if report is not None:
         print(report.format_table())
         if args.json is not None:

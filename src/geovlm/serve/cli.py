@@ -48,10 +48,13 @@ def load_model_or_fail(name: str, device: str | None = None) -> tuple[Any, Any]:
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else None
+    from safetensors import SafetensorError
+
     try:
         return load_pretrained(name, dtype=dtype, device=device)
-    except (OSError, ValueError) as err:
-        raise CLIError(f"cannot load model {name!r}: {str(err).splitlines()[0]}") from err
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:  # a truncated weights file, too
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CLIError(f"cannot load model {name!r}: {first}") from err
 
 
 def run_ask(args: argparse.Namespace) -> int:

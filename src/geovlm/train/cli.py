@@ -81,8 +81,18 @@ def run(args: argparse.Namespace) -> int:
     try:
         train(config)
     except (ValueError, FileNotFoundError) as err:
-        raise CLIError(str(err)) from err
+        raise CLIError(error_message(err)) from err
     return 0
+
+
+def error_message(err: BaseException) -> str:
+    """The message of an error, without the worker traceback a DataLoader wraps around it."""
+    text = str(err).strip()
+    if "Original Traceback" in text:  # raised in a DataLoader worker: the original is the last line
+        last = text.splitlines()[-1]
+        name, sep, message = last.partition(": ")
+        text = message if sep and "." in name or name.endswith("Error") else last
+    return text
 
 
 def run_quickstart_cli(args: argparse.Namespace) -> int:

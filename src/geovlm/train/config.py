@@ -115,7 +115,8 @@ class TrainConfig:
     logging_steps: int = 10
     save_steps: int = 500
     save_total_limit: int = 3
-    resume: bool = False  # continue from the last checkpoint in output_dir
+    resume: bool = False  # continue the run in output_dir from its last complete checkpoint
+    overwrite: bool = False  # replace what output_dir holds (otherwise a non-empty output_dir is refused)
     report_to: str = "tensorboard"
     deepspeed: str | None = None  # a DeepSpeed JSON config, e.g. configs/deepspeed/zero2.json
     push_to_hub: bool = False
@@ -162,6 +163,8 @@ class TrainConfig:
         check_field_types(self)
         if self.stage == "pretrain" and (self.lm_trainable != "none" or self.train_vision):
             raise ValueError("stage 'pretrain' trains the projector only: set lm_trainable=none, train_vision=false")
+        if self.resume and self.overwrite:
+            raise ValueError("resume continues the run in output_dir, overwrite replaces it: choose one")
         if self.lm_trainable == "last_n" and self.lm_last_n_layers < 1:
             raise ValueError("lm_last_n_layers must be at least 1")
         if self.lm_trainable == "lora" and not self.lora_merge_on_save and not self.init_from:
@@ -183,6 +186,11 @@ def _data_source(item: Any) -> DataSource:
     if isinstance(item, str):
         return DataSource(path=item)
     if isinstance(item, dict):
+        known = {f.name for f in dataclasses.fields(DataSource)}
+        unknown = sorted(set(item) - known)
+        if unknown or "path" not in item:
+            problem = f"unknown key(s) {', '.join(map(repr, unknown))}" if unknown else "no 'path'"
+            raise ValueError(f"data source {item!r}: {problem}; a source has {', '.join(sorted(known))}")
         return DataSource(**item)
     raise ValueError(f"a data source is a path or a mapping with path/images/weight, got {item!r}")
 

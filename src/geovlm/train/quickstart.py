@@ -68,6 +68,11 @@ class QuickstartRecipe:
 
     def __post_init__(self) -> None:
         check_field_types(self)
+        from geovlm.synth.families import FAMILIES
+
+        unknown = sorted(set(self.families) - set(FAMILIES))
+        if unknown:
+            raise ValueError(f"families: unknown {', '.join(unknown)}; choose from {', '.join(sorted(FAMILIES))}")
 
 
 def write_data(out: Path, recipe: QuickstartRecipe, progress: bool = True) -> Path:
@@ -144,7 +149,8 @@ def stage_configs(init: Path, data: Path, out: Path, recipe: QuickstartRecipe, p
                   per_device_batch_size=recipe.batch_size, seed=recipe.seed, max_length=256, num_workers=1,
                   logging_steps=20, save_steps=10_000, save_total_limit=1, report_to="tensorboard",
                   progress_bar=progress, precision="fp32", sampling="group_by_length", warmup_ratio=0.05,
-                  system_prompt=recipe.system_prompt, adam_beta2=recipe.adam_beta2)
+                  system_prompt=recipe.system_prompt, adam_beta2=recipe.adam_beta2,
+                  overwrite=True)  # the quickstart's own folders, made again on each run
     stage1 = TrainConfig(stage="pretrain", init_from=str(init), max_steps=recipe.stage1_steps,
                          learning_rate=recipe.stage1_lr, output_dir=str(out / "stage1"), **common)
     stage2 = TrainConfig(stage="sft", init_from=str(out / "stage1"), lm_trainable="all", train_vision=True,
@@ -180,7 +186,8 @@ def evaluate_on(model: Any, processor: Any, data: Path, predictions: Path, recip
     from geovlm.eval.evaluate import evaluate
 
     return evaluate(model, processor, data / "test_questions.jsonl", data / "test_answers.jsonl", data / "images",
-                    predictions, batch_size=64, max_new_tokens=recipe.max_new_tokens, progress=progress)
+                    predictions, batch_size=64, max_new_tokens=recipe.max_new_tokens, progress=progress,
+                    overwrite=True).report  # the quickstart's own file, made again with its model
 
 
 def blind_test(trained: dict[str, Any], blank: Path, out: Path, recipe: QuickstartRecipe,

@@ -16,7 +16,7 @@ from geovlm.train.config import TrainConfig
 from geovlm.train.fast import fast_training
 from geovlm.train.model_card import write_model_card
 from geovlm.train.recipes import apply_recipe, count_parameters, format_parameter_table
-from geovlm.train.trainer import GeoVLMTrainer, last_complete_checkpoint
+from geovlm.train.trainer import GeoVLMTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +110,7 @@ def train(config: TrainConfig, *, train_dataset: Any = None, callbacks: list | N
     """Run one stage end to end and return the folder of the final, self-contained model."""
     from geovlm.data.collator import GeoVLMCollator
 
+    resume_from = claim_run_folder(config)
     set_seed(config.seed)  # a fresh model starts from the same weights in every run (and on resume)
     model, processor = build_model(config)
     trainable = apply_recipe(model, config)
@@ -133,10 +134,6 @@ def train(config: TrainConfig, *, train_dataset: Any = None, callbacks: list | N
         # Start from the malformed records found when the files were read: they count too.
         trainer.skips = dataset.skip_counter()
         dataset.load_skips.check_budget(dataset.num_records_read, config.max_bad_fraction)
-    resume_from = None
-    if config.resume:
-        resume_from = last_complete_checkpoint(config.output_dir, set_aside=args.process_index == 0)
-        print(f"[geovlm] resuming from {resume_from}" if resume_from else "[geovlm] no checkpoint to resume from")
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     config.to_yaml(Path(config.output_dir) / "train_config.yaml")
     with fast_training(model):  # the lean loss path, for this run only (see train/fast/forward.py)
@@ -150,6 +147,20 @@ def train(config: TrainConfig, *, train_dataset: Any = None, callbacks: list | N
             push_folder(out, config)
     trainer.accelerator.wait_for_everyone()
     return out
+
+
+def claim_run_folder(config: TrainConfig) -> str | None:
+    """`claim_output_dir` on every process before any of them writes; the checkpoint to resume from."""
+    from accelerate import PartialState
+
+    from geovlm.train.output_dir import claim_output_dir
+
+    state = PartialState()
+    try:
+        checkpoint = claim_output_dir(config, is_main_process=state.is_main_process)
+    finally:
+        state.wait_for_everyone()
+    return checkpoint
 
 
 def push_folder(folder: Path, config: TrainConfig) -> None:

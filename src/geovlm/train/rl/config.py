@@ -16,6 +16,7 @@ class RLConfig(TrainConfig):
     beta: float = 0.0  # KL penalty to a frozen reference model (0: no reference model is kept)
     temperature: float = 1.0  # sampling temperature of the replies
     top_p: float = 1.0
+    top_k: int = 0  # sample among the k likeliest tokens only (0: all); a small model's flat tail needs it
     max_completion_length: int = 256  # tokens per reply
     loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = "dapo"  # TRL's default
     epsilon: float = 0.2  # PPO-style clip range of the probability ratio

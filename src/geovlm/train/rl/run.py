@@ -7,6 +7,9 @@ an optional KL term to a reference model) is TRL's.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +21,8 @@ from geovlm.train.recipes import apply_recipe, count_parameters, format_paramete
 from geovlm.train.rl.config import RLConfig
 from geovlm.train.rl.prompts import build_prompts, to_dataset
 from geovlm.train.rl.rewards import reward_functions
-from geovlm.train.run import build_model, push_folder, save_final, training_argument_values
-from geovlm.train.trainer import CompleteCheckpoints, last_complete_checkpoint
+from geovlm.train.run import build_model, claim_run_folder, push_folder, save_final, training_argument_values
+from geovlm.train.trainer import CompleteCheckpoints
 
 # TrainingArguments fields of the supervised stages that GRPO sets itself or does not use.
 _NOT_FOR_GRPO = ("activation_checkpointing", "train_sampling_strategy", "remove_unused_columns")
@@ -37,6 +40,7 @@ def grpo_arguments(config: RLConfig, **overrides: Any) -> Any:
         beta=config.beta,
         temperature=config.temperature,
         top_p=config.top_p,
+        top_k=config.top_k,
         max_completion_length=config.max_completion_length,
         loss_type=config.loss_type,
         epsilon=config.epsilon,
@@ -57,6 +61,29 @@ def grpo_trainer_class() -> type:
     return GeoVLMGRPOTrainer
 
 
+@contextmanager
+def completion_positions_only() -> Iterator[None]:
+    """TRL 1.16 scores the log-probabilities of completion tokens only on Triton devices and every
+    position elsewhere (masking the prompt afterwards): on a CPU that is ~15x the lm_head work for a
+    100-token prompt and a 6-token reply. Its compact selection (`hidden[mask]`, then `masked_scatter`)
+    is plain torch; this turns it on for every device while the kernels keep their own device choice.
+    tests/test_rl.py checks the log-probabilities against TRL's own path."""
+    try:
+        from trl.trainer import utils as trl_utils
+    except ImportError:
+        yield
+        return
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None:
+        yield
+        return
+    trl_utils._use_triton = lambda device: True
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
+
+
 def train_rl(config: RLConfig, *, callbacks: list | None = None) -> Path:
     """Run stage 3 end to end and return the folder of the final, self-contained model."""
     try:
@@ -65,6 +92,7 @@ def train_rl(config: RLConfig, *, callbacks: list | None = None) -> Path:
         raise ValueError(f"geovlm rl needs TRL (Python >= 3.11): pip install -e '.[rl]' ({err})") from None
     if not config.data:
         raise ValueError("no prompts: set `data` (a list of {path, images}) in the config")
+    resume_from = claim_run_folder(config)
     set_seed(config.seed)
     prompts, skipped = build_prompts([(s.path, s.images) for s in config.data], config.answer_mode)
     read = len(prompts) + sum(skipped.values())
@@ -84,16 +112,15 @@ def train_rl(config: RLConfig, *, callbacks: list | None = None) -> Path:
     trainer = grpo_trainer_class()(model=trainable, reward_funcs=reward_funcs, args=args,
                                    train_dataset=to_dataset(prompts), processing_class=processor,
                                    callbacks=callbacks)
-    resume_from = None
-    if config.resume:
-        resume_from = last_complete_checkpoint(config.output_dir, set_aside=args.process_index == 0)
-        print(f"[geovlm] resuming from {resume_from}" if resume_from else "[geovlm] no checkpoint to resume from")
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     config.to_yaml(out / "train_config.yaml")
-    trainer.train(resume_from_checkpoint=resume_from)
+    with completion_positions_only():
+        trainer.train(resume_from_checkpoint=resume_from)
     save_final(trainer, processor, out, config)
     if trainer.is_world_process_zero():
+        # The reward curve and the rest of the logged metrics, beside TensorBoard's event files.
+        (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
         write_model_card(out, config, model.config, trainable=counts)
         if config.push_to_hub:
             push_folder(out, config)

@@ -1,0 +1,97 @@
+"""A training run never replaces another run's folder without --overwrite, and --resume continues
+only a run of the same stage, data and model."""
+
+from __future__ import annotations
+
+import pytest
+
+from geovlm.cli import main as cli_main
+from geovlm.train.config import DataSource, TrainConfig
+from geovlm.train.output_dir import claim_output_dir
+from geovlm.train.trainer import COMPLETE_MARKER
+
+
+def config(out, **overrides) -> TrainConfig:
+    values = dict(stage="sft", init_from="save/pretrain", data=[DataSource(path="a.json", images="imgs")],
+                  lm_trainable="last_n", output_dir=str(out))
+    return TrainConfig(**{**values, **overrides})
+
+
+def finished_run(out, cfg: TrainConfig) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text("{}")
+    (out / "model.safetensors").write_bytes(b"weights")
+    cfg.to_yaml(out / "train_config.yaml")
+    for step, complete in ((100, True), (200, True), (300, False)):
+        folder = out / f"checkpoint-{step}"
+        folder.mkdir()
+        if complete:
+            (folder / COMPLETE_MARKER).write_text(str(step))
+
+
+def test_an_empty_or_missing_folder_is_taken(tmp_path):
+    assert claim_output_dir(config(tmp_path / "new")) is None
+    (tmp_path / "empty").mkdir()
+    assert claim_output_dir(config(tmp_path / "empty")) is None
+
+
+def test_a_finished_run_is_not_replaced_without_a_flag(tmp_path):
+    out = tmp_path / "run"
+    finished_run(out, config(out))
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(ValueError, match="--resume .* --overwrite"):
+        claim_output_dir(config(out))
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_overwrite_clears_the_old_run_first(tmp_path):
+    out = tmp_path / "run"
+    finished_run(out, config(out))
+    assert claim_output_dir(config(out, overwrite=True)) is None
+    assert list(out.iterdir()) == []
+
+
+def test_resume_continues_the_same_run_from_its_last_complete_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    finished_run(out, config(out, learning_rate=1e-5))
+    resumed = claim_output_dir(config(out, resume=True, learning_rate=3e-5, max_steps=900))  # lr/steps may change
+    assert resumed == str(out / "checkpoint-200")
+    assert "resuming from" in capsys.readouterr().out
+    assert not (out / "checkpoint-300").exists()  # the incomplete one was set aside, not deleted
+    assert any(p.name.startswith("incomplete-checkpoint-300") for p in out.iterdir())
+
+
+@pytest.mark.parametrize("field,value", [("stage", "pretrain"), ("data", [DataSource(path="other.json")]),
+                                         ("init_from", "save/other"), ("lm_trainable", "all")])
+def test_resume_refuses_another_runs_folder(tmp_path, field, value):
+    out = tmp_path / "run"
+    finished_run(out, config(out))
+    overrides = {field: value, "resume": True}
+    if field == "stage":
+        overrides["lm_trainable"] = "none"
+    with pytest.raises(ValueError, match=f"its run has {field}="):
+        claim_output_dir(config(out, **overrides))
+
+
+def test_resume_refuses_a_folder_that_is_not_a_geovlm_run(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="no readable train_config.yaml"):
+        claim_output_dir(config(out, resume=True))
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_resume_and_overwrite_together_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="choose one"):
+        TrainConfig.from_dict({"output_dir": str(tmp_path), "resume": True, "overwrite": True})
+
+
+def test_the_cli_refuses_before_building_anything(tmp_path, capsys):
+    out = tmp_path / "run"
+    finished_run(out, config(out))
+    code = cli_main(["sft", "--init-from", str(tmp_path / "nowhere"), "--data", str(tmp_path / "none.json"),
+                     "--output-dir", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--overwrite" in err
+    assert (out / "model.safetensors").read_bytes() == b"weights"
