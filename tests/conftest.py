@@ -29,3 +29,16 @@ def tiny_pair(tokenizer):
     torch.manual_seed(0)
     model, processor = build_tiny()
     return model.eval(), processor
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    """A saved tiny model folder whose untied, sharpened head makes varied (random) text; read only."""
+    from geovlm import build_tiny
+
+    torch.manual_seed(3)
+    model, processor = build_tiny(head_std=0.5)
+    folder = tmp_path_factory.mktemp("model")
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder

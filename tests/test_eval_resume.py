@@ -8,22 +8,10 @@ import os
 import stat
 
 import pytest
-import torch
 from PIL import Image, ImageDraw
 
-from geovlm import build_tiny
 from geovlm.cli import main as cli_main
 from geovlm.eval import evaluate as evaluate_module
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(3)
-    model, processor = build_tiny(head_std=0.5)
-    folder = tmp_path_factory.mktemp("model")
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
 
 
 def write_split(root, n=6, images=True):

@@ -6,25 +6,12 @@ import io
 import json
 
 import pytest
-import torch
 from PIL import Image, ImageDraw
 
-from geovlm import build_tiny
 from geovlm.cli import main as cli_main
 from geovlm.eval.score import score
 from geovlm.processing.conversation import encode_conversation, prompt_text, question_messages
 from geovlm.serve.chat import answer, chat
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tokenizer):
-    """A saved tiny model whose untied, sharpened head makes varied (random) text."""
-    torch.manual_seed(3)
-    model, processor = build_tiny(head_std=0.5)
-    folder = tmp_path_factory.mktemp("model")
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

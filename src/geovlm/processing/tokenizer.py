@@ -25,6 +25,8 @@ from pathlib import Path
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
+from geovlm.modeling.processing_geovlm import LEGACY_CHATML_TEMPLATE
+
 __all__ = [
     "CHATML_TEMPLATE",
     "IMAGE_PAD_TOKEN",
@@ -93,14 +95,7 @@ VISION_END_TOKEN = "<|vision_end|>"
 
 # ChatML without Qwen's default system prompt: callers add their own system turn. '\n' is a Jinja string
 # escape, so the rendered text holds real newlines.
-CHATML_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' -}}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}"
-    "{{- '<|im_start|>assistant\\n' -}}"
-    "{%- endif -%}"
-)
+CHATML_TEMPLATE = LEGACY_CHATML_TEMPLATE  # one definition: the processor code that ships with folders holds it
 
 # Bump whenever the built tokenizer would change, so that stale caches are ignored.
 _FORMAT_VERSION = 1
