@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 BASE := $(VENV)/.installed-base
 DEV := $(VENV)/.installed-dev
 
-.PHONY: install test test-all lint quickstart clean
+.PHONY: install test test-unit test-all lint quickstart clean
 
 $(BASE): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,13 @@ install: $(BASE)
 quickstart: $(BASE)
 	$(BIN)/geovlm quickstart
 
+# Both tiers: the unit tests and the integration tests (training runs, DDP, CLIs, the learning test).
 test: $(DEV)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The unit tier alone, for the edit-test loop (under two minutes on a 2-core CPU).
+test-unit: $(DEV)
+	$(BIN)/python -m pytest -q -m "not slow and not integration"
 
 test-all: $(DEV)
 	$(BIN)/python -m pytest -q

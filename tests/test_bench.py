@@ -92,6 +92,7 @@ def test_flop_counter_counts_a_matmul():
     assert flops["total"] == 2 * 8 * 16 * 4
 
 
+@pytest.mark.integration
 def test_quick_run_writes_every_section(tmp_path):
     """The whole `--quick` run, as a user starts it (training variants in their own processes)."""
     out = tmp_path / "bench.json"

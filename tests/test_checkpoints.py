@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -80,6 +81,7 @@ def save_seed_checkpoint(tmp_path, tokenizer, with_tokenizer: bool = True):
     return seed_dir, state, siglip, llm, k
 
 
+@pytest.mark.integration
 def test_seed_checkpoint_converts_to_identical_logits(tmp_path, tokenizer):
     seed_dir, state, siglip, llm, k = save_seed_checkpoint(tmp_path, tokenizer)
     out = tmp_path / "converted"
@@ -107,6 +109,7 @@ def test_convert_rejects_a_folder_that_is_not_a_seed_checkpoint(tmp_path, capsys
     assert "not a seed checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_convert_does_not_replace_a_folder_without_overwrite(tmp_path, tokenizer, capsys):
     seed_dir = save_seed_checkpoint(tmp_path, tokenizer)[0]
     out = tmp_path / "converted"
@@ -120,6 +123,7 @@ def test_convert_does_not_replace_a_folder_without_overwrite(tmp_path, tokenizer
     assert (out / "model.safetensors").is_file() and not (out / "notes.txt").exists()
 
 
+@pytest.mark.integration
 def test_convert_without_tokenizer_files_uses_the_offline_qwen_tokenizer(tmp_path, tokenizer, capsys):
     seed_dir = save_seed_checkpoint(tmp_path, tokenizer, with_tokenizer=False)[0]
     capsys.readouterr()
@@ -151,3 +155,16 @@ def test_a_truncated_weights_file_is_one_line(tmp_path, tiny_pair, capsys):
     assert cli_main(["ask", str(tmp_path / "m"), str(image), "Find x."]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("geovlm ask: error: cannot load model")
+
+
+def test_a_full_siglip_checkpoint_gives_one_line_not_a_wall_of_unexpected_keys(tmp_path, tokenizer, capfd, caplog):
+    siglip, _, vision_dir, llm_dir = save_backbones(tmp_path, tokenizer)
+    capfd.readouterr()
+    model = GeoVLM.from_backbones(vision_dir, llm_dir)
+    err = capfd.readouterr().err + caplog.text
+    assert "UNEXPECTED" not in err and "text_model" not in err, err
+    assert sum("its text tower left out" in line for line in err.splitlines()) == 1, err
+    ours = model.model.vision_tower.state_dict()
+    for key, value in siglip.vision_model.state_dict().items():
+        if not key.startswith("head."):
+            assert torch.equal(ours[key], value), key

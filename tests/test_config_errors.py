@@ -109,7 +109,7 @@ def test_an_error_raised_in_a_data_loader_worker_is_one_line() -> None:
     from geovlm.train.cli import error_message
 
     wrapped = ValueError("Caught DataQualityError in DataLoader worker process 0.\nOriginal Traceback (most recent "
-                         "call last):\n  File \"x.py\", line 1, in f\n    raise X\ngeovlm.data.dataset.DataQualityError: "
+                         "call last):\n  File \"x.py\", line 1, in f\n    raise X\ngeovlm.data.skips.DataQualityError: "
                          "7 of 36 samples (19.4%) were unusable")
     assert error_message(wrapped) == "7 of 36 samples (19.4%) were unusable"
     assert error_message(ValueError("plain")) == "plain"

@@ -1,4 +1,4 @@
-"""Tests for geovlm.data.dataset (GeoVLMDataset, SkipCounter, mixing) and geovlm.data.collator."""
+"""Tests for the training data path: GeoVLMDataset, skip accounting, sources and mixing, the collator."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import logging
 import math
 import pickle
 import tempfile
-import types
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from geovlm.constants import IGNORE_INDEX
 from geovlm.data.collator import GeoVLMCollator
-from geovlm.data.dataset import (
-    IGNORE_INDEX,
+from geovlm.data.dataset import build_dataset
+from geovlm.data.encoding import encode_record, min_keep_length
+from geovlm.data.records import RecordError, parse_record
+from geovlm.data.skips import (
     MALFORMED,
     SKIP_REASONS,
     TOO_LONG,
@@ -29,12 +31,8 @@ from geovlm.data.dataset import (
     SampleSkipped,
     SkipCounter,
     SkipRecord,
-    SourceSpec,
-    build_dataset,
-    encode_record,
-    min_keep_length,
 )
-from geovlm.data.records import RecordError, parse_record
+from geovlm.data.sources import DataSource
 from geovlm.processing.conversation import encode_conversation
 
 IMAGE_PAD, VISION_START, VISION_END, IM_END = 151655, 151652, 151653, 151645
@@ -417,7 +415,7 @@ def test_lengths_match_samples_and_are_cached(
     assert dataset.lengths == [min(n, 100) for n in full]
     assert list((tmp_path / "cache" / "lengths").glob("*.json"))
 
-    import geovlm.data.dataset as module
+    import geovlm.data.lengths as module
 
     def no_tokenizing(*args: Any, **kwargs: Any) -> list[int]:
         raise AssertionError("lengths should come from the cache")
@@ -444,7 +442,7 @@ def test_weights_repeat_and_subsample_deterministically(tmp_path: Path, processo
         sources = [
             (paths["a"], None, 1.0),  # tuple
             {"path": paths["b"], "images": tmp_path, "weight": 2.5},  # mapping
-            types.SimpleNamespace(path=str(paths["c"]), images=None, weight=0.25),  # a DataSource-like object
+            DataSource(str(paths["c"]), weight=0.25),
         ]
         dataset = build_dataset(sources, processor, seed=seed, cache_lengths=False)
         return Counter(dataset.record(i).id for i in range(len(dataset)))
@@ -462,7 +460,7 @@ def test_weights_repeat_and_subsample_deterministically(tmp_path: Path, processo
 def test_bad_weights_are_refused(tmp_path: Path, processor: Any, weight: float) -> None:
     data = write_corpus(tmp_path, [rec("a", None, "Q", "A")])
     with pytest.raises(ValueError, match="weight must be a positive number"):
-        build_dataset([SourceSpec(str(data), None, weight)], processor, cache_lengths=False)
+        build_dataset([{"path": str(data), "weight": weight}], processor, cache_lengths=False)
 
 
 def test_default_image_root_is_the_data_folder(tmp_path: Path, processor: Any) -> None:

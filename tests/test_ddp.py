@@ -8,12 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from transformers import set_seed
 
 from conftest import free_port
 from geovlm import GeoVLM, GeoVLMConfig
 from test_train import write_corpus
+
+pytestmark = pytest.mark.integration
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 

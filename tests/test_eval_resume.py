@@ -13,6 +13,8 @@ from PIL import Image, ImageDraw
 from geovlm.cli import main as cli_main
 from geovlm.eval import evaluate as evaluate_module
 
+pytestmark = pytest.mark.integration
+
 
 def write_split(root, n=6, images=True):
     (root / "images").mkdir(exist_ok=True)

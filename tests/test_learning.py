@@ -11,6 +11,8 @@ import pytest
 
 from geovlm.train.quickstart import BLIND_ROW, VISION_ROW, QuickstartRecipe, run_quickstart
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -22,11 +24,15 @@ def trained(tmp_path_factory):
 
 
 def test_tiny_model_reads_shapes_from_the_diagram(trained):
-    report = trained["results"][VISION_ROW]["report"]
-    assert report.total == 400
-    # Chance is 25%; this configuration measured 53.2% (seed 0, this test), 42.2% and 52.2% with seeds 1
-    # and 2 (docs/BENCHMARKS.md#quickstart).
-    assert report.accuracy >= 40.0, trained["table"]
+    seen = trained["results"][VISION_ROW]["report"]
+    blank = trained["results"][BLIND_ROW]["report"]
+    assert seen.total == blank.total == 400
+    # A model that does not look at the picture answers a blanked diagram as it answers the real one, so
+    # the gap is ~0 (its only noise is whatever the blank image itself shifts). Measured with this
+    # configuration (docs/BENCHMARKS.md#quickstart), seen vs blank: 53.2 vs 27.5% (seed 0, this test), 42.2
+    # vs 23.8% (seed 1), 52.2 vs 25.5% (seed 2). A 10-point bar leaves the worst seed 8 points of margin
+    # (over two standard errors of a 400-question difference) and fails a blind model by as much.
+    assert seen.accuracy - blank.accuracy >= 10.0, trained["table"]
 
 
 def test_same_model_is_near_chance_with_blank_diagrams(trained):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from geovlm.train.quickstart import (
     BASELINE_ROW,
     BLANK_IMAGE,
@@ -15,6 +17,8 @@ from geovlm.train.quickstart import (
     QuickstartRecipe,
     run_quickstart,
 )
+
+pytestmark = pytest.mark.integration
 
 
 def test_quickstart_runs_end_to_end_and_reports_both_models(tmp_path):

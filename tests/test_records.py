@@ -299,3 +299,40 @@ def test_json_with_byte_order_mark(tmp_path: Path) -> None:
         body = json.dumps([good("a")]) if name.endswith(".json") else json.dumps(good("a"))
         path.write_bytes(b"\xef\xbb\xbf" + body.encode())
         assert [r.id for r in read_records(path)] == ["a"]
+
+
+# --- the one JSON/JSONL reader (corpora, questions, answers, predictions) ---------------------------------
+
+
+def test_json_items_read_lists_and_lines_alike_with_their_locations(tmp_path: Path) -> None:
+    from geovlm.data.jsonfile import iter_json_items, read_json_objects
+
+    listing = tmp_path / "a.json"
+    listing.write_text('\ufeff [{"x": 1}, {"x": 2}]', encoding="utf-8")
+    lines = tmp_path / "a.jsonl"
+    lines.write_bytes(b'\xef\xbb\xbf{"x": 1}\n\n{"x": 2}\n')
+    for path in (listing, lines, tmp_path / "lines-named.json"):
+        if path.name == "lines-named.json":  # JSONL content under a .json name: `auto` looks inside
+            path.write_bytes(lines.read_bytes())
+        assert [v["x"] for _, v in read_json_objects(path)] == [1, 2]
+    assert [i.where(listing) for i in iter_json_items(listing)] == [f"{listing}: item 1", f"{listing}: item 2"]
+    assert [i.where(lines) for i in iter_json_items(lines)] == [f"{lines}:1", f"{lines}:3"]
+
+
+def test_a_bad_line_is_one_bad_item_and_the_rest_is_read(tmp_path: Path) -> None:
+    from geovlm.data.jsonfile import JSONFileError, iter_json_items, read_json_objects
+
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(b'{"x": 1}\n{"x": \n\xff\xfe\n{"x": 4}\n[1]\n')
+    items = list(iter_json_items(path))
+    assert [(i.line, i.error is None) for i in items] == [(1, True), (2, False), (3, False), (4, True), (5, True)]
+    assert "invalid JSON" in items[1].error and "not UTF-8" in items[2].error
+    with pytest.raises(ValueError, match=rf"^{path}:2: invalid JSON"):
+        read_json_objects(path)
+    path.write_text('{"x": 1}\n[1]\n')
+    with pytest.raises(ValueError, match=rf"^{path}:2: expected a JSON object, got list"):
+        read_json_objects(path)
+    broken = tmp_path / "b.json"
+    broken.write_text('[{"x": 1},')
+    with pytest.raises(JSONFileError, match="invalid JSON"):
+        list(iter_json_items(broken))

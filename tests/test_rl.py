@@ -135,6 +135,7 @@ def characters(completions, **columns):
 """
 
 
+@pytest.mark.integration
 def test_geovlm_rl_runs_grpo_changes_the_policy_and_the_folder_reloads_and_answers(tmp_path, monkeypatch):
     pytest.importorskip("trl", reason="TRL needs Python >= 3.11: pip install -e '.[rl]'")
     (tmp_path / "my_rewards.py").write_text(REPLY_LENGTH_REWARD)

@@ -70,6 +70,7 @@ def write_split(root, n=5):
             a.write(json.dumps({"question_id": i, "text": "ABCD"[i % 4], "family": "demo", "style": "diagram"}) + "\n")
 
 
+@pytest.mark.integration
 def test_eval_writes_one_prediction_per_question_and_score_reproduces_it(tmp_path, model_dir, capsys):
     from geovlm.synth import write_dataset
 
@@ -92,6 +93,7 @@ def test_eval_writes_one_prediction_per_question_and_score_reproduces_it(tmp_pat
     assert "Accuracy" in capsys.readouterr().out
 
 
+@pytest.mark.integration
 def test_ask_streams_and_exits_zero(model_dir, monkeypatch, tmp_path):
     path = tmp_path / "d.png"
     diagram(2).save(path)
@@ -107,6 +109,7 @@ def test_ask_streams_and_exits_zero(model_dir, monkeypatch, tmp_path):
     assert len([w for w in writes if w.strip()]) > 1, writes
 
 
+@pytest.mark.integration
 def test_ask_reads_the_image_from_stdin(model_dir, monkeypatch, capsys):
     buffer = io.BytesIO()
     diagram(3).save(buffer, format="PNG")
@@ -114,6 +117,7 @@ def test_ask_reads_the_image_from_stdin(model_dir, monkeypatch, capsys):
     assert cli_main(["ask", str(model_dir), "-", "Which side is longest?", "--max-new-tokens", "4"]) == 0
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", ["missing_model", "bad_image", "too_long"])
 def test_ask_errors_are_one_line(case, model_dir, tmp_path, capsys):
     image = tmp_path / "d.png"
@@ -130,6 +134,7 @@ def test_ask_errors_are_one_line(case, model_dir, tmp_path, capsys):
     assert len(err.splitlines()) == 1 and err.startswith("geovlm ask: error:")
 
 
+@pytest.mark.integration
 def test_eval_counts_a_question_with_a_missing_image_as_wrong_and_goes_on(tmp_path, model_dir):
     write_split(tmp_path)
     (tmp_path / "images" / "2.png").unlink()

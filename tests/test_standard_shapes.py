@@ -17,6 +17,8 @@ from PIL import Image, ImageDraw
 from geovlm import build_tiny
 from geovlm.serve.chat import chat
 
+pytestmark = pytest.mark.integration
+
 QUESTION = "What is ∠ABC?"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,12 @@ from PIL import Image, ImageDraw
 from transformers import TrainerCallback, set_seed
 
 from geovlm import GeoVLM, load_pretrained
-from geovlm.train.config import DataSource, TrainConfig
+from geovlm.data.sources import DataSource
+from geovlm.train.config import TrainConfig
 from geovlm.train.run import build_model, train
 from geovlm.train.trainer import COMPLETE_MARKER, GeoVLMTrainer, last_complete_checkpoint
+
+pytestmark = pytest.mark.integration
 
 SHAPES = {"triangle": 3, "square": 4, "pentagon": 5}
 
@@ -199,3 +203,44 @@ def test_length_grouped_order_depends_only_on_seed_and_epoch():
 def test_lora_adapters_alone_need_a_base_folder(tmp_path):
     with pytest.raises(ValueError, match="init_from"):
         config_for(tmp_path, stage="sft", lm_trainable="lora", lora_merge_on_save=False).validate()
+
+
+class StepsDone(TrainerCallback):
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps = state.global_step
+
+
+def corpus_with_missing_images(tmp_path: Path, n: int, missing: int, malformed: int = 0) -> Path:
+    data = write_corpus(tmp_path / "data", n)
+    for i in range(missing):
+        (tmp_path / "data" / "images" / f"{i * (n // max(missing, 1))}.png").unlink()
+    records = json.loads(data.read_text()) + [{"id": f"bad{i}"} for i in range(malformed)]  # no conversations
+    data.write_text(json.dumps(records))
+    return data
+
+
+def test_a_corpus_past_the_bad_budget_stops_as_soon_as_the_limit_is_unreachable(tmp_path, capsys):
+    corpus_with_missing_images(tmp_path, n=40, missing=8)  # 20% bad, limit 5%: > 2 bad of 40 is too many
+    steps = StepsDone()
+    config = config_for(tmp_path, max_steps=40, max_bad_fraction=0.05)  # 2 epochs of 20 steps
+    from geovlm.data.skips import DataQualityError
+
+    with pytest.raises(DataQualityError, match=r"3 of \d+ samples were unusable -- already more than 5% of the 40"):
+        train(config, callbacks=[steps])
+    assert steps.steps < 20  # stopped inside the first epoch, not at its end
+    assert not (tmp_path / "out" / "config.json").exists()  # and no final model pretends the run finished
+
+
+def test_a_corpus_within_the_budget_trains_to_the_end_and_reports_reads_and_draws_apart(tmp_path, capsys):
+    corpus_with_missing_images(tmp_path, n=36, missing=1, malformed=1)  # 2 of 37 records bad: 5.4%
+    config = config_for(tmp_path, max_steps=16, max_bad_fraction=0.1)
+    out = train(config)
+    assert (out / "config.json").exists()
+    report = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[geovlm] data:")]
+    # 37 records in the file, one malformed; 32 samples drawn in 16 steps of 2, the missing image among them
+    assert report == [report[0]] and report[0].startswith(
+        "[geovlm] data: 1 of 37 records read (2.7%) were unusable: malformed=1"), report
+    assert re.search(r"; (1|2) of 32 samples drawn \(\d+\.\d%\) were unusable: missing=\d", report[0]), report

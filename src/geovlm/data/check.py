@@ -1,7 +1,7 @@
 """Scan a whole corpus before training: every record that training would skip, and the token lengths.
 
 :func:`check_corpus` applies the same rules as :class:`~geovlm.data.dataset.GeoVLMDataset` (record
-validation, image loading, :func:`~geovlm.data.dataset.sample_problem` for length and labels) to every
+validation, image loading, :func:`~geovlm.data.encoding.sample_problem` for length and labels) to every
 record, in a process pool, and returns a :class:`CheckReport`. It backs ``geovlm data check`` and
 ``geovlm data stats``.
 
@@ -26,9 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from geovlm.data.dataset import (
-    MALFORMED,
-    SKIP_REASONS,
+from geovlm.data.encoding import (
     image_spans,
     min_keep_length,
     sample_problem,
@@ -37,6 +35,7 @@ from geovlm.data.dataset import (
 )
 from geovlm.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image, probe_image
 from geovlm.data.records import Record, RecordError, read_records_lenient
+from geovlm.data.skips import MALFORMED, SKIP_REASONS
 from geovlm.processing.conversation import encode_conversation
 
 PERCENTILES = (50, 90, 95, 99)

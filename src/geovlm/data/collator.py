@@ -30,7 +30,7 @@ class GeoVLMCollator:
       the batch has an image (text-only batches).
     * ``skipped``: a list of plain dicts ``{"reason", "id", "path", "detail"}``, one per bad sample that
       was replaced by a substitute in this batch (usually empty). The training loop must pop it before
-      calling the model and feed it to a :class:`~geovlm.data.dataset.SkipCounter`.
+      calling the model and feed it to a :class:`~geovlm.data.skips.SkipCounter`.
 
     Batches are never empty and never contain stand-ins: the dataset replaces a bad sample by another
     real one and reports the skip here (see geovlm.data.dataset for why).

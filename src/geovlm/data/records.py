@@ -15,7 +15,6 @@ A record on disk::
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from geovlm.constants import IMAGE_TAG, ROLE_ALIASES
+from geovlm.data.jsonfile import JSONFileError, iter_json_items
 
 SYSTEM = "system"
 USER = "user"
@@ -259,65 +259,19 @@ def _place_image_tag(turns: tuple[Turn, ...], image: str | None, fail: _Fail) ->
 def _iter_file(path: str | os.PathLike[str]) -> Iterator[Record | RecordError]:
     """Yield records and per-record errors; raise RecordError for problems with the whole file."""
     p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix == ".jsonl":
-        yield from _iter_jsonl(p)
-    elif suffix == ".json":
-        yield from _iter_json(p)
-    else:
+    layout = {".json": "json", ".jsonl": "jsonl"}.get(p.suffix.lower())
+    if layout is None:
         raise RecordError(
             f"unsupported file type {p.suffix!r}; expected .json or .jsonl", source=p.name, code="bad_file"
         )
-
-
-def _iter_json(p: Path) -> Iterator[Record | RecordError]:
-    source = p.name
     try:
-        with p.open(encoding="utf-8-sig") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise RecordError(
-            f"invalid JSON: {exc.msg} (column {exc.colno})", source=source, line=exc.lineno, code="bad_json"
-        ) from exc
-    except UnicodeDecodeError as exc:
-        raise RecordError(f"not UTF-8 text: {exc}", source=source, code="bad_json") from exc
-    if not isinstance(data, list):
-        raise RecordError(
-            f"expected a JSON list of records, got {type(data).__name__}", source=source, code="bad_file"
-        )
-    for index, obj in enumerate(data):
-        try:
-            yield parse_record(obj, source=source, index=index)
-        except RecordError as err:
-            yield err
-
-
-def _iter_jsonl(p: Path) -> Iterator[Record | RecordError]:
-    source = p.name
-    index = 0
-    with p.open("rb") as f:  # bytes, so one badly encoded line is one bad record, not a dead file
-        for line_no, raw in enumerate(f, start=1):
-            if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]  # UTF-8 byte order mark
-            if not raw.strip():
+        for item in iter_json_items(p, layout):
+            if item.error is not None:
+                yield RecordError(item.error, source=p.name, index=item.index, line=item.line, code="bad_json")
                 continue
             try:
-                obj = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                yield RecordError(
-                    f"not UTF-8 text: {exc}", source=source, index=index, line=line_no, code="bad_json"
-                )
-            except json.JSONDecodeError as exc:
-                yield RecordError(
-                    f"invalid JSON: {exc.msg} (column {exc.colno})",
-                    source=source,
-                    index=index,
-                    line=line_no,
-                    code="bad_json",
-                )
-            else:
-                try:
-                    yield parse_record(obj, source=source, index=index, line=line_no)
-                except RecordError as err:
-                    yield err
-            index += 1
+                yield parse_record(item.value, source=p.name, index=item.index, line=item.line)
+            except RecordError as err:
+                yield err
+    except JSONFileError as exc:  # the file as a whole
+        raise RecordError(str(exc), source=p.name, line=exc.line, code=exc.code) from exc

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from geovlm.data.jsonfile import iter_json_items, read_json_objects
 from geovlm.eval.extract import extract_choice
 from geovlm.eval.score import ScoreReport, score
 
@@ -33,26 +34,18 @@ class EvalResult:
 
 
 def read_questions(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """G-LLaVA's `test_questions.jsonl`: one `{"question_id", "image", "text"}` object a line; ids unique."""
+    """G-LLaVA's `test_questions.jsonl`: one `{"question_id", "image", "text"}` object a line (or a JSON
+    list of them); ids unique."""
     questions, seen = [], {}
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{line_no}: invalid JSON: {err.msg}") from err
-            if not isinstance(item, dict):
-                raise ValueError(f"{path}:{line_no}: expected an object, got {type(item).__name__}")
-            missing = [key for key in ("question_id", "text") if key not in item]
-            if missing:
-                raise ValueError(f"{path}:{line_no}: missing {', '.join(missing)}")
-            qid = item["question_id"]
-            if qid in seen:
-                raise ValueError(f"{path}:{line_no}: question_id {qid!r} already appears on line {seen[qid]}")
-            seen[qid] = line_no
-            questions.append(item)
+    for where, item in read_json_objects(path):
+        missing = [key for key in ("question_id", "text") if key not in item]
+        if missing:
+            raise ValueError(f"{where}: missing {', '.join(missing)}")
+        qid = item["question_id"]
+        if qid in seen:
+            raise ValueError(f"{where}: question_id {qid!r} already appears at {seen[qid]}")
+        seen[qid] = where
+        questions.append(item)
     if not questions:
         raise ValueError(f"{path}: no questions")
     return questions
@@ -84,16 +77,11 @@ def _check_output(out: Path) -> None:
 
 def _read_done(out: Path) -> dict[Any, dict[str, Any]]:
     """Predictions already on disk (a trailing partial line, from a kill mid-write, is dropped)."""
-    done = {}
-    with open(out, encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and "question_id" in record:
-                done[record["question_id"]] = record
-    return done
+    return {
+        item.value["question_id"]: item.value
+        for item in iter_json_items(out, "jsonl")
+        if isinstance(item.value, dict) and "question_id" in item.value
+    }
 
 
 def _prepare_output(out: Path, identity: dict[str, Any], overwrite: bool) -> dict[Any, dict[str, Any]]:

@@ -13,13 +13,12 @@ clean predictions file the two accuracies are identical.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
+from geovlm.data.jsonfile import read_json_objects
 from geovlm.eval.extract import (
     CHOICES,
     extract_choice,
@@ -37,7 +36,6 @@ __all__ = [
     "ScoreReport",
     "read_answers",
     "read_predictions",
-    "read_records",
     "score",
 ]
 
@@ -73,37 +71,6 @@ class PredictionRecord:
 # ---------------------------------------------------------------------------------------------
 # Readers
 # ---------------------------------------------------------------------------------------------
-
-
-def read_records(path: str | os.PathLike[str]) -> list[tuple[str, dict[str, Any]]]:
-    """(location, object) pairs from a JSONL file or a file holding one JSON list.
-
-    Locations are "path:line" for JSONL and "path: item N" for a list, so errors can name them.
-    Blank lines are skipped. Raises ValueError on anything that is not a JSON object."""
-    path = Path(path)
-    try:
-        content = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text ({err.reason})") from err
-    if content.lstrip().startswith("["):
-        try:
-            items = json.loads(content)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from err
-        located = [(f"{path}: item {i}", item) for i, item in enumerate(items, start=1)]
-    else:
-        located = []
-        for lineno, line in enumerate(content.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                located.append((f"{path}:{lineno}", json.loads(line)))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: invalid JSON: {err.msg}") from err
-    for where, item in located:
-        if not isinstance(item, dict):
-            raise ValueError(f"{where}: expected a JSON object, got {type(item).__name__}")
-    return located
 
 
 def _question_id(item: Mapping[str, Any], where: str) -> QuestionId:
@@ -162,7 +129,7 @@ def _check_unique(ids: Iterable[tuple[QuestionId, str]], kind: str) -> None:
 
 def read_answers(path: str | os.PathLike[str]) -> list[AnswerRecord]:
     """Gold answers; raises ValueError naming file and line on malformed or duplicate entries."""
-    answers = [_answer_from(item, where) for where, item in read_records(path)]
+    answers = [_answer_from(item, where) for where, item in read_json_objects(path)]
     if not answers:
         raise ValueError(f"{path}: no answers (the file holds no records)")
     _check_unique(((a.question_id, a.where) for a in answers), "answer")
@@ -172,7 +139,7 @@ def read_answers(path: str | os.PathLike[str]) -> list[AnswerRecord]:
 def read_predictions(path: str | os.PathLike[str]) -> list[PredictionRecord]:
     """Model generations; raises ValueError naming file and line on malformed or duplicate entries, and
     on a file with none (an empty file is a failed run, not a 0% score)."""
-    predictions = [_prediction_from(item, where) for where, item in read_records(path)]
+    predictions = [_prediction_from(item, where) for where, item in read_json_objects(path)]
     if not predictions:
         raise ValueError(f"{path}: no predictions (the file holds no records); nothing to score")
     _check_unique(((p.question_id, p.where) for p in predictions), "prediction")

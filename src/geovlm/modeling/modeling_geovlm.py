@@ -14,15 +14,25 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import GenerationMixin, PreTrainedModel, Qwen2ForCausalLM, Qwen2Model, SiglipVisionModel
+from transformers import (
+    GenerationMixin,
+    PretrainedConfig,
+    PreTrainedModel,
+    Qwen2ForCausalLM,
+    Qwen2Model,
+    SiglipVisionModel,
+)
 from transformers.modeling_outputs import (
     BaseModelOutputWithPast,
     BaseModelOutputWithPooling,
     CausalLMOutputWithPast,
 )
+from transformers.utils import logging
 
 from .configuration_geovlm import GeoVLMConfig
 from .connector import MERGES, Projector
+
+logger = logging.get_logger(__name__)
 
 # Folders saved before the LLaVA layout kept the whole Qwen2ForCausalLM under `language_model.` and the
 # tower and projector at the top; these renamings load them into the current layout. New keys all start
@@ -139,6 +149,13 @@ class GeoVLMModel(GeoVLMPreTrainedModel):
         )
 
 
+class _SiglipVisionTower(SiglipVisionModel):
+    """Loads the vision tower out of a full SigLIP checkpoint (google/siglip-* hold text and vision
+    towers) without listing every text-tower weight it leaves behind on purpose."""
+
+    _keys_to_ignore_on_load_unexpected = [r"^text_model\.", r"^logit_(scale|bias)$"]
+
+
 class GeoVLMForConditionalGeneration(GeoVLMPreTrainedModel, GenerationMixin):
     """A small vision-language model for geometry diagrams: `GeoVLMModel` + `lm_head`.
 
@@ -189,7 +206,9 @@ class GeoVLMForConditionalGeneration(GeoVLMPreTrainedModel, GenerationMixin):
         `vision` may name a full `SiglipModel` checkpoint (as google/siglip-* are) or a
         `SiglipVisionModel` one; only the vision tower is kept.
         """
-        vision_tower = SiglipVisionModel.from_pretrained(vision, dtype=dtype)
+        vision_tower = _SiglipVisionTower.from_pretrained(vision, dtype=dtype)
+        if PretrainedConfig.get_config_dict(vision)[0].get("model_type") == "siglip":
+            logger.warning(f"{vision} is a full SigLIP model: its vision tower is used, its text tower left out")
         language_model = Qwen2ForCausalLM.from_pretrained(llm, dtype=dtype)
         # The saved folder must stand alone: drop where the backbones came from.
         vision_dict, text_dict = vision_tower.config.to_dict(), language_model.config.to_dict()

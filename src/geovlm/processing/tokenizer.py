@@ -25,6 +25,7 @@ from pathlib import Path
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
+from geovlm.cache import cache_root
 from geovlm.modeling.processing_geovlm import LEGACY_CHATML_TEMPLATE
 
 __all__ = [
@@ -233,8 +234,7 @@ def build_qwen_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def _default_cache_dir() -> Path:
-    root = os.environ.get("GEOVLM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "geovlm")
-    return Path(root) / "qwen2.5-tokenizer"
+    return cache_root() / "qwen2.5-tokenizer"
 
 
 def _load_from(folder: Path) -> PreTrainedTokenizerFast:

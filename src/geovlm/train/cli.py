@@ -118,7 +118,8 @@ def run_real_recipe(args: argparse.Namespace) -> int:
     """Stage 1 on CC3M-595K, stage 2 on Geo170K, with the shipped recipes and the given backbones."""
     from pathlib import Path
 
-    from geovlm.train.config import DataSource, TrainConfig
+    from geovlm.data.sources import DataSource
+    from geovlm.train.config import TrainConfig
     from geovlm.train.run import train
 
     root, out = Path(args.data), Path(args.out)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from geovlm.constants import DEFAULT_SYSTEM_PROMPT
+from geovlm.data.sources import DataSource
 from geovlm.errors import CLIError
 
 
@@ -52,15 +53,6 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
     parts = [getattr(err, "context", None), getattr(err, "problem", None)]
     text = ", ".join(p for p in parts if p) or str(err)
     return " ".join(text.split())  # one line
-
-
-@dataclass
-class DataSource:
-    """One corpus in the LLaVA conversation format."""
-
-    path: str  # JSON or JSONL records
-    images: str | None = None  # image root; default: the folder of `path`
-    weight: float = 1.0  # relative sampling weight when several sources are mixed
 
 
 @dataclass
@@ -145,7 +137,7 @@ class TrainConfig:
                 with contextlib.suppress(ValueError):
                     values[name] = float(value)
         if "data" in values:
-            values["data"] = [_data_source(item) for item in values["data"] or []]
+            values["data"] = [DataSource.coerce(item) for item in values["data"] or []]
         config = cls(**values)
         config.validate()
         return config
@@ -178,21 +170,6 @@ class TrainConfig:
     @property
     def effective_vision_lr(self) -> float:
         return self.vision_lr if self.vision_lr is not None else self.learning_rate
-
-
-def _data_source(item: Any) -> DataSource:
-    if isinstance(item, DataSource):
-        return item
-    if isinstance(item, str):
-        return DataSource(path=item)
-    if isinstance(item, dict):
-        known = {f.name for f in dataclasses.fields(DataSource)}
-        unknown = sorted(set(item) - known)
-        if unknown or "path" not in item:
-            problem = f"unknown key(s) {', '.join(map(repr, unknown))}" if unknown else "no 'path'"
-            raise ValueError(f"data source {item!r}: {problem}; a source has {', '.join(sorted(known))}")
-        return DataSource(**item)
-    raise ValueError(f"a data source is a path or a mapping with path/images/weight, got {item!r}")
 
 
 def check_field_types(obj: Any) -> None:

@@ -16,7 +16,7 @@ def render_model_card(config: TrainConfig, model_config: Any, eval_results: dict
                       trainable: dict[str, dict[str, int]] | None = None) -> str:
     start = config.init_from or (f"random `{config.preset}` preset" if config.preset else
                                  f"`{config.vision}` + `{config.llm}`")
-    data = "\n".join(f"- `{s.path}` (images: `{s.images or Path(s.path).parent}`, weight {s.weight})"
+    data = "\n".join(f"- `{s.path}` (images: `{s.image_root}`, weight {s.weight})"
                      for s in config.data) or "- (given in code)"
     lm_part = {"none": "frozen", "all": "all layers", "lora": f"LoRA r={config.lora_r}, alpha={config.lora_alpha}",
                "last_n": f"last {config.lm_last_n_layers} decoder layers + final norm"}[config.lm_trainable]

@@ -20,7 +20,8 @@ from typing import Any
 
 from PIL import Image
 
-from geovlm.train.config import DataSource, TrainConfig, check_field_types
+from geovlm.data.sources import DataSource
+from geovlm.train.config import TrainConfig, check_field_types
 
 BLANK_IMAGE = "blank.png"
 VISION_ROW = "GeoVLM (sees the diagram)"

@@ -98,7 +98,7 @@ def build_train_dataset(config: TrainConfig, processor: GeoVLMProcessor) -> Any:
     if not config.data:
         raise ValueError("no training data: set `data` (a list of {path, images, weight}) in the config")
     return build_dataset(
-        [(s.path, s.images or str(Path(s.path).parent), s.weight) for s in config.data],
+        config.data,
         processor,
         max_length=config.max_length,
         pad_to_square=config.pad_to_square,
@@ -130,15 +130,14 @@ def train(config: TrainConfig, *, train_dataset: Any = None, callbacks: list | N
         max_bad_fraction=config.max_bad_fraction,
         callbacks=callbacks,
     )
-    if hasattr(dataset, "skip_counter"):
-        # Start from the malformed records found when the files were read: they count too.
-        trainer.skips = dataset.skip_counter()
+    if hasattr(dataset, "load_skips"):
         dataset.load_skips.check_budget(dataset.num_records_read, config.max_bad_fraction)
+        trainer.count_skips_from(dataset.load_skips, dataset.num_records_read)
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     config.to_yaml(Path(config.output_dir) / "train_config.yaml")
     with fast_training(model):  # the lean loss path, for this run only (see train/fast/forward.py)
         trainer.train(resume_from_checkpoint=resume_from)
-    print(f"[geovlm] data: {trainer.skips.report()}")
+    print(f"[geovlm] data: {trainer.skip_report()}")
     out = Path(config.output_dir)
     save_final(trainer, processor, out, config)
     if trainer.is_world_process_zero():

@@ -4,6 +4,7 @@ accounting, tokens/s in the logs, and checkpoints that count only once completel
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import time
@@ -17,7 +18,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_group
 from transformers.trainer_utils import rotate_checkpoints
 
 from geovlm.data.collator import SKIPPED_KEY
-from geovlm.data.dataset import SKIP_REASONS, DataQualityError, SkipCounter
+from geovlm.data.skips import SKIP_REASONS, DataQualityError, SkipCounter
 
 logger = logging.getLogger(__name__)
 
@@ -72,14 +73,14 @@ class GeoVLMTrainer(CompleteCheckpoints, Trainer):
         *args: Any,
         part_lrs: dict[str, float] | None = None,
         max_bad_fraction: float = 0.05,
-        min_samples_for_budget: int = 200,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.part_lrs = part_lrs or {}
         self.max_bad_fraction = max_bad_fraction
-        self.min_samples_for_budget = min_samples_for_budget
-        self.skips = SkipCounter()
+        self.skips = SkipCounter()  # samples drawn on this rank that could not be used
+        self.load_skips = SkipCounter()  # malformed records found when the files were read (every rank alike)
+        self.records_read = 0
         self.add_callback(SkipReportCallback(self))
         self._tokens_since_log = 0
         self._last_log_time = time.perf_counter()
@@ -131,7 +132,10 @@ class GeoVLMTrainer(CompleteCheckpoints, Trainer):
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> Any:
         # Bad samples were replaced by real ones in the dataset; their records ride in the batch.
-        self.skips.update(inputs.pop(SKIPPED_KEY, None), seen=len(inputs["input_ids"]))
+        skipped = inputs.pop(SKIPPED_KEY, None)
+        if model.training:
+            self.skips.update(skipped, seen=len(inputs["input_ids"]))
+            self.check_skip_budget(final=False)
         if "attention_mask" in inputs:
             self._tokens_since_log += int(inputs["attention_mask"].sum())
         return super().compute_loss(model, inputs, return_outputs=return_outputs,
@@ -144,25 +148,58 @@ class GeoVLMTrainer(CompleteCheckpoints, Trainer):
             logs["tokens_per_second"] = round(tokens / max(now - self._last_log_time, 1e-9), 1)
             self._tokens_since_log, self._last_log_time = 0, now
             for reason, count in sorted(self.skips.items()):
-                logs[f"skipped/{reason}"] = count
-            self.check_skip_budget(final=False)
+                logs[f"skipped/{reason}"] = count + self.load_skips[reason]
         super().log(logs, start_time)
 
+    def count_skips_from(self, found_at_load: SkipCounter, records_read: int) -> None:
+        """Count the malformed records found when the corpus files were read: they are part of the corpus
+        and of its bad share (once, though every rank read the files)."""
+        self.load_skips = found_at_load
+        self.records_read = records_read
+
+    def skip_report(self) -> str:
+        """This rank's account, e.g. ``36 records read, 2 malformed (...); 32 samples drawn, all usable``."""
+        drawn = self.skips.report(noun="samples drawn")
+        if not self.records_read:
+            return drawn
+        return f"{self.load_skips.report(self.records_read, noun='records read')}; {drawn}"
+
     def check_skip_budget(self, final: bool) -> None:
-        """Stop when too many samples were unusable. Counts are summed over all ranks first, so that
-        every rank decides alike (one rank raising alone would leave the others hanging)."""
+        """Stop when too many samples are unusable: at the end of an epoch when their share is over
+        ``max_bad_fraction``, and during it as soon as the bad ones are more than that share of every
+        sample the epoch (or the run, if it ends first) will draw -- from then on no number of good
+        samples can bring the share back under the limit. Exact, so a corpus within the limit is never
+        stopped by an unlucky early stretch. Draws are summed over all ranks first, so that every rank
+        decides alike (one rank raising alone would leave the others hanging); malformed records found
+        at load time count once."""
         reasons = sorted(set(SKIP_REASONS) | set(self.skips))
         local = torch.tensor([self.skips.seen] + [self.skips[r] for r in reasons], dtype=torch.float64)
-        total = self.accelerator.reduce(local.to(self.accelerator.device), reduction="sum").cpu()
-        seen, bad = int(total[0]), int(total[1:].sum())
-        if not final and seen < self.min_samples_for_budget:
+        if self.accelerator.num_processes > 1:
+            local = self.accelerator.reduce(local.to(self.accelerator.device), reduction="sum").cpu()
+        drawn, bad = int(local[0]), int(local[1:].sum()) + self.load_skips.total
+        seen = drawn + self.load_skips.total
+        horizon = seen if final else self.load_skips.total + self._draws_at_next_check(drawn)
+        if not seen or bad <= self.max_bad_fraction * horizon:
             return
-        if seen and bad / seen > self.max_bad_fraction:
-            self.skips.check_budget(total_seen=self.skips.seen, max_bad_fraction=self.max_bad_fraction)
-            # Other ranks may have been fine locally; the global share is what counts.
-            raise DataQualityError(
-                f"{bad} of {seen} samples ({100 * bad / seen:.1f}%) across all ranks were unusable, more than "
-                f"max_bad_fraction={100 * self.max_bad_fraction:g}%; run `geovlm data check` to list them")
+        both = SkipCounter()
+        both.merge(self.load_skips)
+        both.merge(self.skips)
+        ranks = " across all ranks" if self.accelerator.num_processes > 1 else ""
+        early = "" if final else f" -- already more than {100 * self.max_bad_fraction:g}% of the {horizon} this epoch will see, so training stops now"
+        raise DataQualityError(
+            f"{bad} of {seen} samples{ranks} were unusable{early}, over max_bad_fraction="
+            f"{100 * self.max_bad_fraction:g}% ({both.breakdown()}); run `geovlm data check "
+            "DATA.json --images DIR` to list every bad record, then fix or remove them (or raise max_bad_fraction)")
+
+    def _draws_at_next_check(self, drawn: int) -> int:
+        """Samples drawn (all ranks) at the end of this epoch, or of the run if it ends first."""
+        per_epoch = len(self.train_dataset) if self.train_dataset is not None else 0
+        per_step = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+        run_end = self.state.max_steps * per_step
+        if per_epoch <= 0:
+            return run_end or drawn
+        epoch_end = max(1, math.ceil(drawn / per_epoch)) * per_epoch
+        return min(epoch_end, run_end) if run_end else epoch_end
 
 
 class SkipReportCallback(TrainerCallback):
@@ -173,7 +210,7 @@ class SkipReportCallback(TrainerCallback):
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.is_world_process_zero:
-            print(f"[geovlm] epoch {state.epoch:.2f}: {self.trainer.skips.report()}")
+            print(f"[geovlm] epoch {state.epoch:.2f}: {self.trainer.skip_report()}")
         self.trainer.check_skip_budget(final=True)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 from ..exact import Exact
 from ..figure import Figure, Given, Segment, angle
@@ -21,86 +22,132 @@ def _regular(rng: random.Random, n: int) -> tuple[list[str], dict[str, Point]]:
     return names, {p: polar(r, t0 + turn * 360 * i / n) for i, p in enumerate(names)}
 
 
-def _regular_angle(rng: random.Random, multi: bool) -> Construction:
-    n = rng.choice([5, 6, 9, 10, 12] if multi else [5, 6, 8, 9, 10, 12])
-    names, pts = _regular(rng, n)
-    poly = "".join(names)
-    shape = POLYGON_NAMES[n]
-    labelled = names if n <= 10 else names[:3] + names[-1:]
-    segs = [Segment(names[i], names[(i + 1) % n]) for i in range(n)]
-    interior = 180 * (n - 2) // n
-    a, b, c = names[0], names[1], names[2]
-    setup = (
-        f"{poly} is a regular {shape}"
-        if n <= 8
-        else f"{poly} is a regular polygon with {shape_words(n)} sides"
-    )
+@dataclass
+class _RegularPolygon:
+    """A drawn regular polygon and the wording the three questions about it share."""
+
+    n: int
+    names: list[str]
+    pts: dict[str, Point]
+
+    @property
+    def shape(self) -> str:
+        return POLYGON_NAMES[self.n]
+
+    @property
+    def poly(self) -> str:
+        return "".join(self.names)
+
+    @property
+    def interior(self) -> int:
+        return 180 * (self.n - 2) // self.n
+
+    @property
+    def labelled(self) -> list[str]:
+        return self.names if self.n <= 10 else self.names[:3] + self.names[-1:]
+
+    @property
+    def sides(self) -> list[Segment]:
+        return [Segment(self.names[i], self.names[(i + 1) % self.n]) for i in range(self.n)]
+
+    @property
+    def setup(self) -> str:
+        if self.n <= 8:
+            return f"{self.poly} is a regular {self.shape}"
+        return f"{self.poly} is a regular polygon with {shape_words(self.n)} sides"
+
     # The diagram style must not name the polygon (nor list its vertices): counting sides is the task.
     hidden = "the polygon is regular"
-    reading = f"The polygon in the figure has {n} sides, so it is a regular {shape}."
+
+    @property
+    def reading(self) -> str:
+        return f"The polygon in the figure has {self.n} sides, so it is a regular {self.shape}."
+
+    def figure(self, labels: list[str], segments: list[Segment]) -> Figure:
+        return Figure(self.pts, labels, segments, polygon=tuple(self.names), shape=self.shape)
+
+
+def _regular_angle(rng: random.Random, multi: bool) -> Construction:
+    n = rng.choice([5, 6, 9, 10, 12] if multi else [5, 6, 8, 9, 10, 12])
+    polygon = _RegularPolygon(n, *_regular(rng, n))
     if multi:
-        return Construction(
-            kind="regular_diagonal",
-            figure=Figure(pts, labelled, [*segs, Segment(a, c)], polygon=tuple(names), shape=shape),
-            setup=setup,
-            diagram_setup=hidden,
-            reading=reading,
-            description=f"regular {shape} {poly} with the diagonal {a}{c}",
-            givens=[],
-            target=angle(b, a, c),
-            target_name=f"∠{b}{a}{c}",
-            ask=f"the degree of ∠{b}{a}{c}",
-            value=Exact(180 // n),
-            steps=[
-                f"Each interior angle of a regular {shape} is 180° × ({n} - 2) / {n} = {deg(interior)}.",
-                f"{a}{b} = {b}{c}, so ∠{b}{a}{c} = (180° - {deg(interior)}) / 2 = {deg(180 // n)}.",
-            ],
-            mistakes=[Exact(360 // n), Exact(interior // 2)],
-            upper=180,
-            mark_target=False,
-        )
-    exterior = rng.random() < 0.4
-    if exterior:
-        p = ALPHABET[n]
-        pts[p] = extend(pts[a], pts[b], rng.uniform(1.5, 2.2))
-        return Construction(
-            kind="regular_exterior",
-            figure=Figure(pts, [*labelled, p], [*segs, Segment(b, p)], polygon=tuple(names), shape=shape),
-            setup=f"{setup}, and {p} is on the extension of {a}{b}",
-            diagram_setup=f"{hidden}, and {p} is on the extension of {a}{b}",
-            reading=reading,
-            description=f"regular {shape} {poly} with side {a}{b} extended to {p}",
-            givens=[],
-            target=angle(c, b, p),
-            target_name=f"∠{c}{b}{p}",
-            ask=f"the degree of ∠{c}{b}{p}",
-            value=Exact(360 // n),
-            steps=[
-                f"The exterior angles of a polygon add up to 360°, and in a regular {shape} they are equal.",
-                f"So ∠{c}{b}{p} = 360° / {n} = {deg(360 // n)}.",
-            ],
-            mistakes=[Exact(interior), Exact(180 // n)],
-            upper=180,
-        )
+        return _regular_diagonal(polygon)
+    if rng.random() < 0.4:
+        return _regular_exterior(polygon, rng)
+    return _regular_interior(polygon)
+
+
+def _regular_diagonal(g: _RegularPolygon) -> Construction:
+    a, b, c = g.names[:3]
+    return Construction(
+        kind="regular_diagonal",
+        figure=g.figure(g.labelled, [*g.sides, Segment(a, c)]),
+        setup=g.setup,
+        diagram_setup=g.hidden,
+        reading=g.reading,
+        description=f"regular {g.shape} {g.poly} with the diagonal {a}{c}",
+        givens=[],
+        target=angle(b, a, c),
+        target_name=f"∠{b}{a}{c}",
+        ask=f"the degree of ∠{b}{a}{c}",
+        value=Exact(180 // g.n),
+        steps=[
+            f"Each interior angle of a regular {g.shape} is 180° × ({g.n} - 2) / {g.n} = {deg(g.interior)}.",
+            f"{a}{b} = {b}{c}, so ∠{b}{a}{c} = (180° - {deg(g.interior)}) / 2 = {deg(180 // g.n)}.",
+        ],
+        mistakes=[Exact(360 // g.n), Exact(g.interior // 2)],
+        upper=180,
+        mark_target=False,
+    )
+
+
+def _regular_exterior(g: _RegularPolygon, rng: random.Random) -> Construction:
+    a, b, c = g.names[:3]
+    p = ALPHABET[g.n]
+    g.pts[p] = extend(g.pts[a], g.pts[b], rng.uniform(1.5, 2.2))
+    return Construction(
+        kind="regular_exterior",
+        figure=g.figure([*g.labelled, p], [*g.sides, Segment(b, p)]),
+        setup=f"{g.setup}, and {p} is on the extension of {a}{b}",
+        diagram_setup=f"{g.hidden}, and {p} is on the extension of {a}{b}",
+        reading=g.reading,
+        description=f"regular {g.shape} {g.poly} with side {a}{b} extended to {p}",
+        givens=[],
+        target=angle(c, b, p),
+        target_name=f"∠{c}{b}{p}",
+        ask=f"the degree of ∠{c}{b}{p}",
+        value=Exact(360 // g.n),
+        steps=[
+            f"The exterior angles of a polygon add up to 360°, and in a regular {g.shape} they are equal.",
+            f"So ∠{c}{b}{p} = 360° / {g.n} = {deg(360 // g.n)}.",
+        ],
+        mistakes=[Exact(g.interior), Exact(180 // g.n)],
+        upper=180,
+    )
+
+
+def _regular_interior(g: _RegularPolygon) -> Construction:
+    a, b, c = g.names[:3]
+    n, total = g.n, 180 * (g.n - 2)
     return Construction(
         kind="regular_interior",
-        figure=Figure(pts, labelled, segs, polygon=tuple(names), shape=shape),
-        setup=setup,
-        diagram_setup=hidden,
-        reading=reading,
-        description=f"regular {shape} {poly}",
+        figure=g.figure(g.labelled, g.sides),
+        setup=g.setup,
+        diagram_setup=g.hidden,
+        reading=g.reading,
+        description=f"regular {g.shape} {g.poly}",
         givens=[],
         target=angle(a, b, c),
         target_name=f"∠{a}{b}{c}",
         ask=f"the degree of ∠{a}{b}{c}",
-        value=Exact(interior),
+        value=Exact(g.interior),
         steps=[
-            f"The interior angles of a {shape} add up to (n - 2) × 180° = ({n} - 2) × 180° = {deg(180 * (n - 2))}.",
-            f"They are equal, so ∠{a}{b}{c} = {deg(180 * (n - 2))} / {n} = {deg(interior)}.",
+            f"The interior angles of a {g.shape} add up to (n - 2) × 180° = ({n} - 2) × 180° = {deg(total)}.",
+            f"They are equal, so ∠{a}{b}{c} = {deg(total)} / {n} = {deg(g.interior)}.",
         ],
         mistakes=[
             Exact(360 // n),
-            Exact(180 - 180 // n) if 180 - 180 // n != interior else Exact(interior + 10),
+            Exact(180 - 180 // n) if 180 - 180 // n != g.interior else Exact(g.interior + 10),
         ],
         upper=180,
     )

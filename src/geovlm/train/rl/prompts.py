@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from geovlm.constants import IMAGE_TAG
 from geovlm.data.images import ImageLoadError, load_image, resolve_image_path
 from geovlm.data.records import ASSISTANT, USER, Record, read_records_lenient
+from geovlm.data.sources import DataSource
 from geovlm.eval.extract import CHOICES, extract_choice, parse_number
 
 logger = logging.getLogger(__name__)
@@ -49,13 +50,14 @@ def gold_answer(record: Record, mode: str = "auto") -> tuple[str, str] | None:
     return None
 
 
-def build_prompts(sources: list[tuple[str, str | None]], mode: str = "auto", max_pixels: int | None = None
+def build_prompts(sources: Iterable[Any], mode: str = "auto", max_pixels: int | None = None
                   ) -> tuple[list[RLPrompt], Counter]:
-    """RL prompts from `(records file, image root)` pairs; also the counts of skipped records by reason."""
+    """RL prompts from data sources (see :meth:`DataSource.coerce`); also the counts of skipped records
+    by reason."""
     prompts: list[RLPrompt] = []
     skipped: Counter = Counter()
-    for path, images in sources:
-        root = images or str(Path(path).parent)
+    for source in map(DataSource.coerce, sources):
+        path, root = source.path, source.image_root
         records, errors = read_records_lenient(path)
         skipped["malformed"] += len(errors)
         for err in errors:

@@ -15,7 +15,7 @@ from typing import Any
 
 from transformers import set_seed
 
-from geovlm.data.dataset import DataQualityError
+from geovlm.data.skips import DataQualityError
 from geovlm.train.model_card import write_model_card
 from geovlm.train.recipes import apply_recipe, count_parameters, format_parameter_table
 from geovlm.train.rl.config import RLConfig
@@ -94,7 +94,7 @@ def train_rl(config: RLConfig, *, callbacks: list | None = None) -> Path:
         raise ValueError("no prompts: set `data` (a list of {path, images}) in the config")
     resume_from = claim_run_folder(config)
     set_seed(config.seed)
-    prompts, skipped = build_prompts([(s.path, s.images) for s in config.data], config.answer_mode)
+    prompts, skipped = build_prompts(config.data, config.answer_mode)
     read = len(prompts) + sum(skipped.values())
     print(f"[geovlm] rl prompts: {len(prompts)} of {read} records"
           + (f"; skipped {dict(skipped)}" if skipped else ""))
