@@ -671,3 +671,18 @@ def test_property_random_records_give_consistent_samples_or_counted_skips(
         batch = GeoVLMCollator.from_processor(processor)([dataset[i] for i in range(len(dataset))])
         n_rows = 0 if "pixel_values" not in batch else batch["pixel_values"].shape[0]
         assert int((batch["input_ids"] == IMAGE_PAD).sum()) == N_IMAGE_TOKENS * n_rows
+
+
+def test_many_bad_records_list_the_first_ten_then_say_the_rest_are_counted(
+    tmp_path: Path, processor: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_image(tmp_path / "images", "ok.png")
+    records = [rec("ok", "ok.png", "<image>\nQ", "A")] + [rec(f"m{i}", f"m{i}.png", "<image>\nQ", "A") for i in range(15)]
+    dataset = make_dataset(tmp_path, records, processor)
+    caplog.set_level(logging.WARNING, logger="geovlm.data.dataset")
+    counter = SkipCounter()
+    for i in range(len(dataset)):
+        counter.update(dataset[i]["skipped"], seen=1)
+    assert counter["missing"] == 15  # every one counted
+    listed = [m for m in caplog.messages if m.startswith("skipping sample")]
+    assert len(listed) == 10 and sum("counted, not listed" in m for m in caplog.messages) == 1

@@ -228,7 +228,7 @@ def test_a_corpus_past_the_bad_budget_stops_as_soon_as_the_limit_is_unreachable(
     config = config_for(tmp_path, max_steps=40, max_bad_fraction=0.05)  # 2 epochs of 20 steps
     from geovlm.data.skips import DataQualityError
 
-    with pytest.raises(DataQualityError, match=r"3 of \d+ samples were unusable -- already more than 5% of the 40"):
+    with pytest.raises(DataQualityError, match=r"3 of the \d+ samples drawn so far were unusable: more than max_bad_fraction=5% of the 40 this"):
         train(config, callbacks=[steps])
     assert steps.steps < 20  # stopped inside the first epoch, not at its end
     assert not (tmp_path / "out" / "config.json").exists()  # and no final model pretends the run finished
@@ -244,3 +244,16 @@ def test_a_corpus_within_the_budget_trains_to_the_end_and_reports_reads_and_draw
     assert report == [report[0]] and report[0].startswith(
         "[geovlm] data: 1 of 37 records read (2.7%) were unusable: malformed=1"), report
     assert re.search(r"; (1|2) of 32 samples drawn \(\d+\.\d%\) were unusable: missing=\d", report[0]), report
+
+
+def test_the_cli_says_why_it_stopped_in_one_line(tmp_path, capsys):
+    from geovlm.cli import main
+
+    data = corpus_with_missing_images(tmp_path, n=40, missing=8)
+    code = main(["pretrain", "--preset", "tiny", "--data", str(data), "--max-steps", "40", "--per-device-batch-size",
+                 "2", "--num-workers", "0", "--output-dir", str(tmp_path / "out"), "--report-to", "none",
+                 "--max-length", "128", "--max-bad-fraction", "0.05"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    (line,) = [x for x in err.splitlines() if "error:" in x]
+    assert "unusable" in line and "training stops now" in line and "geovlm data check" in line

@@ -63,7 +63,7 @@ logger = logging.getLogger(__name__)
 # Random probes for a substitute before falling back to a linear scan (which always terminates).
 _RANDOM_PROBES = 32
 # Skips logged at WARNING per process; later ones go to DEBUG so a bad corpus cannot flood the log.
-_WARN_LIMIT = 50
+_WARN_LIMIT = 10
 
 
 @dataclass
@@ -285,7 +285,8 @@ class GeoVLMDataset(Dataset):
         self._logged += 1
         logger.log(logging.WARNING if self._logged <= _WARN_LIMIT else logging.DEBUG, message, *args)
         if self._logged == _WARN_LIMIT:
-            logger.warning("further skipped records in this process are logged at DEBUG level only")
+            logger.warning("further skipped records in this process are counted, not listed (the epoch report and the "
+                           "skipped/<reason> logs count them; `geovlm data check` lists them all)")
 
 
 def build_dataset(sources: Iterable[Any], processor: Any, **kwargs: Any) -> GeoVLMDataset:

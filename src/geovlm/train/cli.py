@@ -78,9 +78,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         from geovlm.train.run import train
 
+    from geovlm.data.skips import DataQualityError
+
     try:
         train(config)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, DataQualityError) as err:
         raise CLIError(error_message(err)) from err
     return 0
 

@@ -185,11 +185,15 @@ class GeoVLMTrainer(CompleteCheckpoints, Trainer):
         both.merge(self.load_skips)
         both.merge(self.skips)
         ranks = " across all ranks" if self.accelerator.num_processes > 1 else ""
-        early = "" if final else f" -- already more than {100 * self.max_bad_fraction:g}% of the {horizon} this epoch will see, so training stops now"
+        limit = f"max_bad_fraction={100 * self.max_bad_fraction:g}%"
+        if final:
+            what = f"{bad} of {seen} samples{ranks} were unusable, more than {limit}"
+        else:
+            what = (f"{bad} of the {seen} samples drawn so far{ranks} were unusable: more than {limit} of the "
+                    f"{horizon} this epoch draws, whatever the rest holds, so training stops now")
         raise DataQualityError(
-            f"{bad} of {seen} samples{ranks} were unusable{early}, over max_bad_fraction="
-            f"{100 * self.max_bad_fraction:g}% ({both.breakdown()}); run `geovlm data check "
-            "DATA.json --images DIR` to list every bad record, then fix or remove them (or raise max_bad_fraction)")
+            f"{what} ({both.breakdown()}); run `geovlm data check DATA.json --images DIR` to list every bad "
+            "record, then fix or remove them (or raise max_bad_fraction)")
 
     def _draws_at_next_check(self, drawn: int) -> int:
         """Samples drawn (all ranks) at the end of this epoch, or of the run if it ends first."""
