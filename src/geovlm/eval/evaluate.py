@@ -110,6 +110,40 @@ def _prepare_output(out: Path, identity: dict[str, Any], overwrite: bool) -> dic
     return done
 
 
+def _answer_chunk(model: Any, processor: Any, chunk: list[dict[str, Any]], images_dir: str | os.PathLike,
+                  prompt_template: str, text_only: bool, max_new_tokens: int, problems: Counter) -> list[str]:
+    """One batch of questions answered, as prediction lines; questions answered without their image are
+    counted in `problems` by reason."""
+    from geovlm.data.images import ImageLoadError
+    from geovlm.serve.chat import answer, prepare_image
+
+    prompts = [prompt_template.format(text=q["text"]) for q in chunk]
+    images, errors = [], {}
+    for i, q in enumerate(chunk):
+        if not q.get("image"):
+            images.append(None)
+            if not text_only:
+                problems["no image in the record"] += 1
+            continue
+        try:  # one unreadable image costs its question, not the whole run
+            images.append(prepare_image(Path(images_dir) / q["image"]))
+        except ImageLoadError as err:
+            images.append(None)
+            errors[i] = f"image {err.reason}: {q['image']}"
+            problems[f"image {err.reason}"] += 1
+    keep = [i for i in range(len(chunk)) if i not in errors]
+    replies = dict(zip(keep, answer(model, processor, [images[i] for i in keep], [prompts[i] for i in keep],
+                                    batch_size=len(chunk), max_new_tokens=max_new_tokens), strict=True))
+    lines = []
+    for i, (q, prompt) in enumerate(zip(chunk, prompts, strict=True)):
+        reply = replies.get(i, "")
+        record = {"question_id": q["question_id"], "prompt": prompt, "text": reply, "extracted": extract_choice(reply)}
+        if i in errors:
+            record["error"] = errors[i]  # counted as unanswered (wrong) by the scorer
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    return lines
+
+
 def evaluate(
     model: Any,
     processor: Any,
@@ -137,9 +171,6 @@ def evaluate(
     `text_only`."""
     from tqdm.auto import tqdm
 
-    from geovlm.data.images import ImageLoadError
-    from geovlm.serve.chat import answer, prepare_image
-
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     check_prompt_template(prompt_template)
@@ -157,32 +188,8 @@ def evaluate(
     ) as bar:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
-            prompts = [prompt_template.format(text=q["text"]) for q in chunk]
-            images, errors = [], {}
-            for i, q in enumerate(chunk):
-                if not q.get("image"):
-                    images.append(None)
-                    if not text_only:
-                        problems["no image in the record"] += 1
-                    continue
-                try:  # one unreadable image costs its question, not the whole run
-                    images.append(prepare_image(Path(images_dir) / q["image"]))
-                except ImageLoadError as err:
-                    images.append(None)
-                    errors[i] = f"image {err.reason}: {q['image']}"
-                    problems[f"image {err.reason}"] += 1
-            keep = [i for i in range(len(chunk)) if i not in errors]
-            replies = dict(zip(keep, answer(model, processor, [images[i] for i in keep], [prompts[i] for i in keep],
-                                            batch_size=batch_size, max_new_tokens=max_new_tokens), strict=True))
-            lines = []
-            for i, (q, prompt) in enumerate(zip(chunk, prompts, strict=True)):
-                reply = replies.get(i, "")
-                record = {"question_id": q["question_id"], "prompt": prompt, "text": reply,
-                          "extracted": extract_choice(reply)}
-                if i in errors:
-                    record["error"] = errors[i]  # counted as unanswered (wrong) by the scorer
-                lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-            handle.write("".join(lines))
+            handle.write("".join(_answer_chunk(model, processor, chunk, images_dir, prompt_template, text_only,
+                                               max_new_tokens, problems)))
             handle.flush()  # a kill after this keeps the batch
             os.fsync(handle.fileno())
             bar.update(len(chunk))
