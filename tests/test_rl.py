@@ -209,3 +209,46 @@ def test_scoring_completion_positions_only_gives_trls_log_probabilities():
     for a, b in zip(everywhere, compact, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert everywhere[0][:, -5:].abs().sum() > 0 and everywhere[0][:, :-6].abs().sum() == 0
+
+
+def test_sampling_on_support_draws_from_the_same_distribution():
+    from geovlm.train.rl.sampling import SUPPORT_CAP, multinomial_on_support
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5000)
+    kept = logits.topk(8, dim=-1)
+    probs = torch.full_like(logits, float("-inf")).scatter(-1, kept.indices, kept.values).softmax(-1)
+    generator = torch.Generator().manual_seed(1)
+    draws = torch.cat([multinomial_on_support(probs, 1, generator=generator) for _ in range(20000)], dim=-1)
+    for row in range(3):
+        assert set(draws[row].tolist()) <= set(kept.indices[row].tolist())  # never a zero-probability token
+        frequency = torch.bincount(draws[row], minlength=5000).float() / draws.shape[1]
+        assert (frequency - probs[row]).abs().max() < 0.012, row  # ~4 standard errors at p = 0.5
+    # Rows with more non-zero entries than the cap (no filter): exactly torch.multinomial's draws.
+    dense = torch.rand(2, SUPPORT_CAP + 10)
+    ours = multinomial_on_support(dense, 1, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(ours, torch.multinomial(dense, 1, generator=torch.Generator().manual_seed(3)))
+
+
+def test_generate_samples_through_the_support_only_inside_the_block(model_dir, monkeypatch):
+    from transformers.generation import utils as generation_utils
+
+    from geovlm import load_pretrained
+    from geovlm.train.rl import sampling
+
+    calls = []
+    original = sampling.multinomial_on_support
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(sampling._TorchWithSupportSampling, "multinomial", staticmethod(counted))
+    model, processor = load_pretrained(model_dir)
+    inputs = processor(text=["<|im_start|>user\nWhich shape?<|im_end|>\n<|im_start|>assistant\n"], return_tensors="pt")
+    greedy = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+    before = generation_utils.torch
+    with sampling.sampling_on_support():
+        sampled = model.generate(**inputs, max_new_tokens=5, do_sample=True, top_k=1)  # one token kept: greedy
+    assert generation_utils.torch is before and len(calls) == 5
+    assert torch.equal(sampled, greedy)

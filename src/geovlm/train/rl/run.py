@@ -21,6 +21,7 @@ from geovlm.train.recipes import apply_recipe, count_parameters, format_paramete
 from geovlm.train.rl.config import RLConfig
 from geovlm.train.rl.prompts import build_prompts, to_dataset
 from geovlm.train.rl.rewards import reward_functions
+from geovlm.train.rl.sampling import sampling_on_support
 from geovlm.train.run import build_model, claim_run_folder, push_folder, save_final, training_argument_values
 from geovlm.train.trainer import CompleteCheckpoints
 
@@ -115,7 +116,7 @@ def train_rl(config: RLConfig, *, callbacks: list | None = None) -> Path:
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     config.to_yaml(out / "train_config.yaml")
-    with completion_positions_only():
+    with completion_positions_only(), sampling_on_support():
         trainer.train(resume_from_checkpoint=resume_from)
     save_final(trainer, processor, out, config)
     if trainer.is_world_process_zero():
