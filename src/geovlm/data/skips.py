@@ -18,6 +18,9 @@ from geovlm.data.images import IMAGE_SKIP_REASONS
 MALFORMED = "malformed"
 TOO_LONG = "too_long"
 SKIP_REASONS: tuple[str, ...] = (MALFORMED, *IMAGE_SKIP_REASONS, TOO_LONG)
+# What every "too many bad samples" error tells the user to do.
+FIX_HINT = ("run `geovlm data check DATA.json --images DIR` to list every bad record, then fix or remove them "
+            "(or raise max_bad_fraction)")
 
 
 class DataQualityError(RuntimeError):
@@ -145,16 +148,13 @@ class SkipCounter(Mapping[str, int]):
     def check_budget(self, total_seen: int | None = None, max_bad_fraction: float = 0.05) -> None:
         """Raise :class:`DataQualityError` when more than ``max_bad_fraction`` of the samples were bad.
 
-        ``total_seen`` defaults to :attr:`seen`. The trainer should call this once enough samples have
-        been drawn for the fraction to mean something (e.g. at each log step after the first few hundred
-        samples, and at the end of each epoch).
+        ``total_seen`` defaults to :attr:`seen`. For the records read from a corpus, or a finished pass;
+        the trainer's own check (``GeoVLMTrainer.check_skip_budget``) also stops a pass early.
         """
         total_seen = self.seen if total_seen is None else total_seen
         if total_seen <= 0 or self.total / total_seen <= max_bad_fraction:
             return
         raise DataQualityError(
             f"{self.total} of {total_seen} samples ({100 * self.total / total_seen:.1f}%) were unusable, "
-            f"more than max_bad_fraction={100 * max_bad_fraction:g}%: {self.breakdown()}; run "
-            "`geovlm data check DATA.json --images DIR` to list every bad record, then fix or remove them "
-            "(or raise max_bad_fraction)"
+            f"more than max_bad_fraction={100 * max_bad_fraction:g}%: {self.breakdown()}; {FIX_HINT}"
         )

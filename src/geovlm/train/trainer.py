@@ -18,7 +18,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_group
 from transformers.trainer_utils import rotate_checkpoints
 
 from geovlm.data.collator import SKIPPED_KEY
-from geovlm.data.skips import SKIP_REASONS, DataQualityError, SkipCounter
+from geovlm.data.skips import FIX_HINT, SKIP_REASONS, DataQualityError, SkipCounter
 
 logger = logging.getLogger(__name__)
 
@@ -191,9 +191,7 @@ class GeoVLMTrainer(CompleteCheckpoints, Trainer):
         else:
             what = (f"{bad} of the {seen} samples drawn so far{ranks} were unusable: more than {limit} of the "
                     f"{horizon} this epoch draws, whatever the rest holds, so training stops now")
-        raise DataQualityError(
-            f"{what} ({both.breakdown()}); run `geovlm data check DATA.json --images DIR` to list every bad "
-            "record, then fix or remove them (or raise max_bad_fraction)")
+        raise DataQualityError(f"{what} ({both.breakdown()}); {FIX_HINT}")
 
     def _draws_at_next_check(self, drawn: int) -> int:
         """Samples drawn (all ranks) at the end of this epoch, or of the run if it ends first."""
