@@ -136,6 +136,36 @@ def characters(completions, **columns):
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("name", ["rl.yaml", "rl-quickstart.yaml"])
+def test_the_shipped_rl_recipes_load_and_validate(name):
+    from geovlm.train.rl.config import RLConfig
+
+    config = RLConfig.from_yaml(Path(__file__).resolve().parents[1] / "configs" / name)
+    config.validate()
+    assert config.stage == "rl" and config.scale_rewards != "group"  # see README: the format bonus
+
+
+def test_every_grpo_field_of_the_config_reaches_trls_config(tmp_path):
+    """RLConfig's GRPO fields carry TRL's names; each must arrive in GRPOConfig with the value set."""
+    pytest.importorskip("trl", reason="TRL needs Python >= 3.11: pip install -e '.[rl]'")
+    import dataclasses
+
+    from geovlm.train.config import TrainConfig
+    from geovlm.train.rl.config import RLConfig
+    from geovlm.train.rl.run import grpo_arguments
+
+    config = RLConfig(output_dir=str(tmp_path / "rl"), per_device_batch_size=6, num_generations=3, beta=0.02, temperature=1.7, top_p=0.9,
+                      top_k=5, max_completion_length=9, loss_type="grpo", epsilon=0.3, num_iterations=2,
+                      scale_rewards="none", log_completions=True, report_to="none", precision="fp32")
+    args = grpo_arguments(config)
+    own = {f.name for f in dataclasses.fields(TrainConfig)} | {"stage", "rewards", "answer_mode"}
+    grpo_fields = [f.name for f in dataclasses.fields(RLConfig) if f.name not in own]
+    assert "scale_rewards" in grpo_fields
+    for name in grpo_fields:
+        assert getattr(args, name) == getattr(config, name), name
+    assert args.reward_weights == [1.0, 0.1]
+
+
 def test_geovlm_rl_runs_grpo_changes_the_policy_and_the_folder_reloads_and_answers(tmp_path, monkeypatch):
     pytest.importorskip("trl", reason="TRL needs Python >= 3.11: pip install -e '.[rl]'")
     (tmp_path / "my_rewards.py").write_text(REPLY_LENGTH_REWARD)

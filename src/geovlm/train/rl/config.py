@@ -21,6 +21,10 @@ class RLConfig(TrainConfig):
     loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = "dapo"  # TRL's default
     epsilon: float = 0.2  # PPO-style clip range of the probability ratio
     num_iterations: int = 1  # optimisation passes per generated batch
+    # How a group's rewards become advantages: "group" divides by the group's std (TRL's default), "batch"
+    # by the batch's, "none" not at all. With "group", a group whose replies are all equally right or
+    # wrong turns a small bonus (format) into a full-size advantage.
+    scale_rewards: Literal["group", "batch", "none"] = "group"
     rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0, "format": 0.1})  # name: weight
     answer_mode: Literal["auto", "choice", "number"] = "auto"  # gold: the letter, the exact value, or per record
     log_completions: bool = False  # print a table of sampled replies at each logging step

@@ -44,6 +44,7 @@ def grpo_arguments(config: RLConfig, **overrides: Any) -> Any:
         top_k=config.top_k,
         max_completion_length=config.max_completion_length,
         loss_type=config.loss_type,
+        scale_rewards=config.scale_rewards,
         epsilon=config.epsilon,
         num_iterations=config.num_iterations,
         reward_weights=weights,
