@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from geovlm.train.config import TrainConfig
@@ -38,3 +38,9 @@ class RLConfig(TrainConfig):
         from geovlm.train.rl.rewards import reward_functions
 
         reward_functions(self.rewards)  # unknown names or all-zero weights fail here, not hours later
+
+
+def grpo_fields() -> list[str]:
+    """The fields `RLConfig` adds that are TRL `GRPOConfig` fields of the same name (passed through as is)."""
+    own = {f.name for f in fields(TrainConfig)} | {"stage", "rewards", "answer_mode"}
+    return [f.name for f in fields(RLConfig) if f.name not in own]

@@ -18,7 +18,7 @@ from transformers import set_seed
 from geovlm.data.skips import DataQualityError
 from geovlm.train.model_card import write_model_card
 from geovlm.train.recipes import apply_recipe, count_parameters, format_parameter_table
-from geovlm.train.rl.config import RLConfig
+from geovlm.train.rl.config import RLConfig, grpo_fields
 from geovlm.train.rl.prompts import build_prompts, to_dataset
 from geovlm.train.rl.rewards import reward_functions
 from geovlm.train.rl.sampling import sampling_on_support
@@ -35,21 +35,8 @@ def grpo_arguments(config: RLConfig, **overrides: Any) -> Any:
 
     values = {k: v for k, v in training_argument_values(config).items() if k not in _NOT_FOR_GRPO}
     _, weights = reward_functions(config.rewards)
-    values.update(
-        gradient_checkpointing=config.gradient_checkpointing,
-        num_generations=config.num_generations,
-        beta=config.beta,
-        temperature=config.temperature,
-        top_p=config.top_p,
-        top_k=config.top_k,
-        max_completion_length=config.max_completion_length,
-        loss_type=config.loss_type,
-        scale_rewards=config.scale_rewards,
-        epsilon=config.epsilon,
-        num_iterations=config.num_iterations,
-        reward_weights=weights,
-        log_completions=config.log_completions,
-    )
+    values.update({name: getattr(config, name) for name in grpo_fields()})
+    values.update(gradient_checkpointing=config.gradient_checkpointing, reward_weights=weights)
     values.update(overrides)
     return GRPOConfig(**values)
 
