@@ -14,8 +14,9 @@ from transformers import Qwen2Config, Qwen2ForCausalLM, SiglipConfig, SiglipMode
 from geovlm import GeoVLM, load_pretrained
 from geovlm.cli import main as cli_main
 from geovlm.modeling.presets import QWEN_TINY, SIGLIP_TINY
+from geovlm.modeling.special_tokens import IM_END_ID, IMAGE_PAD_ID, VISION_START_ID
 
-PAD = 151655
+PAD = IMAGE_PAD_ID
 
 
 def save_backbones(root, tokenizer, with_tokenizer: bool = True):
@@ -91,7 +92,7 @@ def test_seed_checkpoint_converts_to_identical_logits(tmp_path, tokenizer):
     prompt = processor.apply_chat_template([{"role": "user", "content": "<image>\nWhat is ∠ABC?"}],
                                            add_generation_prompt=True)
     ids = processor(images=[Image.new("RGB", (8, 8))], text=prompt, return_tensors="pt")["input_ids"]
-    assert 151652 not in ids and int((ids == PAD).sum()) == 49
+    assert VISION_START_ID not in ids and int((ids == PAD).sum()) == 49
     pixels = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         ours = model(input_ids=ids, pixel_values=pixels).logits
@@ -130,7 +131,7 @@ def test_convert_without_tokenizer_files_uses_the_offline_qwen_tokenizer(tmp_pat
     assert cli_main(["convert", str(seed_dir), str(tmp_path / "converted")]) == 0
     assert "using the exact offline Qwen2.5 tokenizer" in capsys.readouterr().out
     _, processor = load_pretrained(tmp_path / "converted")
-    assert processor.tokenizer.convert_tokens_to_ids("<|im_end|>") == 151645
+    assert processor.tokenizer.convert_tokens_to_ids("<|im_end|>") == IM_END_ID
 
 
 def test_ask_refuses_a_folder_of_another_model_before_building_it(tmp_path, tokenizer, capsys):

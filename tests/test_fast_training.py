@@ -9,9 +9,16 @@ import torch.nn.functional as F
 from transformers.models.qwen2.modeling_qwen2 import Qwen2MLP
 
 from geovlm.modeling import GeoVLM, GeoVLMConfig
+from geovlm.modeling.special_tokens import (
+    IM_END_ID,
+    IM_START_ID,
+    IMAGE_PAD_ID,
+    VISION_END_ID,
+    VISION_START_ID,
+)
 from geovlm.train.fast import FastTraining
 
-PAD, IM_START, IM_END, V_START, V_END = 151655, 151644, 151645, 151652, 151653
+PAD, IM_START, IM_END, V_START, V_END = IMAGE_PAD_ID, IM_START_ID, IM_END_ID, VISION_START_ID, VISION_END_ID
 
 
 def fast_tiny(**overrides) -> tuple[GeoVLM, FastTraining]:

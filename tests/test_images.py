@@ -149,6 +149,22 @@ def test_in_memory_only_modes_convert(mode: str, value, expected) -> None:
         assert all(c > 100 for c in rgb.getpixel((0, 0)))
 
 
+@pytest.mark.parametrize("name", list(EXPECTED_COLOUR))
+@pytest.mark.parametrize("pad_to_square", [True, False])
+def test_the_shipped_processor_sees_every_mode_as_training_does(tmp_path: Path, tiny_pair, name: str,
+                                                                 pad_to_square: bool) -> None:
+    # AutoProcessor/pipeline users hand the processor an opened file; training decodes with load_image.
+    # Both must give the model the same pixels (a 16-bit mid-grey once came out white one way, grey the other).
+    _, processor = tiny_pair
+    processor.pad_to_square = pad_to_square
+    path, _ = _mode_fixtures(tmp_path)[name]
+    with Image.open(path) as opened:
+        through_processor = processor(images=[opened], text="<image>", return_tensors="pt")["pixel_values"]
+    trained = load_image(path, pad_to_square=pad_to_square)
+    as_training = processor(images=[trained], text="<image>", return_tensors="pt")["pixel_values"]
+    assert np.array_equal(through_processor.numpy(), as_training.numpy())
+
+
 def test_transparent_pixels_come_out_white(tmp_path: Path) -> None:
     rgba = Image.new("RGBA", (10, 10), (0, 0, 0, 0))
     rgba.putpixel((5, 5), (0, 0, 0, 255))

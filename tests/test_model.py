@@ -8,8 +8,16 @@ import torch.nn.functional as F
 
 from geovlm.modeling import GeoVLM, GeoVLMConfig, processing_geovlm
 from geovlm.modeling.connector import merge_sequential, merge_spatial
+from geovlm.modeling.special_tokens import (
+    ENDOFTEXT_ID,
+    IM_END_ID,
+    IM_START_ID,
+    IMAGE_PAD_ID,
+    VISION_END_ID,
+    VISION_START_ID,
+)
 
-PAD, IM_START, IM_END, V_START, V_END = 151655, 151644, 151645, 151652, 151653
+PAD, IM_START, IM_END, V_START, V_END = IMAGE_PAD_ID, IM_START_ID, IM_END_ID, VISION_START_ID, VISION_END_ID
 
 
 def tiny(**overrides) -> GeoVLM:
@@ -195,7 +203,7 @@ def test_generate_encodes_each_image_once_and_samples():
     sampled = model.generate(input_ids=ids, pixel_values=torch.randn(1, 3, 224, 224), max_new_tokens=4,
                              do_sample=True, temperature=1.0)
     assert sampled.shape[0] == 1 and ids.shape[1] < sampled.shape[1] <= ids.shape[1] + 4
-    assert model.generation_config.pad_token_id == 151643 and model.generation_config.eos_token_id == 151645
+    assert model.generation_config.pad_token_id == ENDOFTEXT_ID and model.generation_config.eos_token_id == IM_END_ID
 
 
 # ---------------------------------------------------------------------------- save / load

@@ -9,6 +9,7 @@ from PIL import Image
 from geovlm import GeoVLMConfig, GeoVLMProcessor
 from geovlm.constants import DEFAULT_SYSTEM_PROMPT, IGNORE_INDEX, IMAGE_TAG
 from geovlm.modeling import processing_geovlm
+from geovlm.modeling.special_tokens import IMAGE_PAD_ID, VISION_END_ID, VISION_START_ID
 from geovlm.processing.build import processor_for
 from geovlm.processing.conversation import encode_conversation, prompt_text, question_messages, to_messages
 
@@ -44,11 +45,11 @@ def test_call_expands_each_placeholder_to_a_marked_span_and_counts_images(tiny_p
     image = Image.new("RGB", (300, 200), "white")
     batch = processor(images=[image], text="<image>\nWhat shape is this?", return_tensors="pt")
     ids = batch["input_ids"][0].tolist()
-    start = ids.index(151652)
-    assert ids[start + 1 : start + 50] == [151655] * 49 and ids[start + 50] == 151653
-    assert ids.count(151655) == GeoVLMConfig.from_preset("tiny").num_image_tokens == processor.num_image_tokens
+    start = ids.index(VISION_START_ID)
+    assert ids[start + 1 : start + 50] == [IMAGE_PAD_ID] * 49 and ids[start + 50] == VISION_END_ID
+    assert ids.count(IMAGE_PAD_ID) == GeoVLMConfig.from_preset("tiny").num_image_tokens == processor.num_image_tokens
     assert batch["pixel_values"].shape == (1, 3, 224, 224)
-    assert processor.image_token == "<|image_pad|>" and processor.image_token_id == 151655
+    assert processor.image_token == "<|image_pad|>" and processor.image_token_id == IMAGE_PAD_ID
     with pytest.raises(ValueError, match="number of images"):
         processor(images=[image, image], text="<image>\nHi")
     with pytest.raises(ValueError, match="no images"):
@@ -120,7 +121,7 @@ def test_seed_format_has_pads_only(tokenizer):
                                       vision_end_token_id=None)
     processor = processor_for(config, tokenizer)
     ids = processor(images=[Image.new("RGB", (8, 8))], text="<image>\nQ")["input_ids"][0]
-    assert 151652 not in ids and ids.count(151655) == 49
+    assert VISION_START_ID not in ids and ids.count(IMAGE_PAD_ID) == 49
 
 
 def test_processor_round_trips_with_its_settings(tmp_path, tokenizer):
@@ -168,3 +169,18 @@ def test_training_and_inference_prompts_agree_on_untidy_whitespace(tiny_pair):
     assert prompt_ids["input_ids"][0] == encode_conversation(processor, turns, add_generation_prompt=True).input_ids
     untidy_blocks = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": " Find x.  \n"}]}]
     assert processor.apply_chat_template(untidy_blocks) == processor.apply_chat_template(to_messages(untidy_blocks))
+
+
+def test_the_assistant_header_cache_lives_and_dies_with_its_tokenizer(tiny_pair):
+    import gc
+
+    from geovlm.processing import conversation
+
+    _, processor = tiny_pair
+    header = conversation._assistant_header(processor)
+    assert processor.tokenizer.decode(header) == "<|im_start|>assistant\n"
+    assert processor.tokenizer in conversation._HEADERS
+    count = len(conversation._HEADERS)
+    processor.tokenizer = None  # the only reference to the tokenizer goes
+    gc.collect()
+    assert len(conversation._HEADERS) == count - 1

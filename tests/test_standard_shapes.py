@@ -127,7 +127,7 @@ def test_grpo_trainer_runs_two_steps_on_image_prompts_and_changes_the_weights(fo
     args = trl.GRPOConfig(output_dir=str(tmp_path / "grpo"), use_cpu=True, bf16=False, max_steps=2,
                           per_device_train_batch_size=2, num_generations=2, max_completion_length=6, beta=0.0,
                           learning_rate=1e-2, report_to="none", logging_steps=1, save_strategy="no",
-                          gradient_checkpointing=False)
+                          activation_checkpointing=False)
     trainer = trl.GRPOTrainer(model=model, reward_funcs=reward_length, args=args, train_dataset=dataset,
                               processing_class=processor)
     trainer.train()

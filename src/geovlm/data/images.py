@@ -37,8 +37,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+# One rule for training and for the processor that ships in saved folders (so they cannot disagree).
+from geovlm.modeling.processing_geovlm import (  # noqa: F401 (to_rgb, expand_to_square: re-exported)
+    WHITE,
+    check_background,
+    expand_to_square,
+    square_on_white,
+    to_rgb,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +57,6 @@ TOO_LARGE = "too_large"
 IMAGE_SKIP_REASONS: tuple[str, ...] = (MISSING, UNREADABLE, TRUNCATED, TOO_LARGE)
 
 DEFAULT_MAX_PIXELS = 40_000_000
-WHITE: tuple[int, int, int] = (255, 255, 255)
 
 # Formats we let Pillow try. Restricting them keeps untrusted corpus files away from plugins that
 # shell out (EPS runs Ghostscript) or that only exist for scientific formats; every format a
@@ -58,7 +65,6 @@ IMAGE_FORMATS: tuple[str, ...] = (
     "PNG", "JPEG", "MPO", "GIF", "BMP", "DIB", "TIFF", "WEBP", "PPM", "TGA", "ICO", "JPEG2000", "AVIF",
 )  # fmt: skip
 
-_ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
 _truncation_lock = threading.Lock()
 _warned_truncation_flag = False
 
@@ -91,13 +97,11 @@ def load_image(
     Transparent pixels are composited on ``background`` (white by default). Raises
     :class:`ImageLoadError` for a missing, unreadable, truncated or too large file.
     """
-    bg = _check_background(background)
+    bg = check_background(background)  # a caller's mistake, before any file is blamed
     with _open_checked(path, max_pixels) as image, _decode_errors(path):
         image.load()  # full decode here, so a cut file fails now rather than in the collator
         _check_size(path, image.size, max_pixels)  # a few plugins settle the size only on load
-        image = _exif_transpose(image, path)
-        rgb = to_rgb(image, bg)
-    return expand_to_square(rgb, bg) if pad_to_square else rgb
+        return square_on_white(image, pad_to_square, bg)
 
 
 def probe_image(
@@ -133,37 +137,6 @@ def resolve_image_path(image_root: str | os.PathLike[str], relative: str | os.Pa
     if normalized in (os.curdir, os.pardir) or normalized.startswith(os.pardir + os.sep):
         raise ValueError(f"image path {rel!r} escapes the image root {image_root}")
     return Path(image_root) / normalized
-
-
-def to_rgb(image: Image.Image, background: Sequence[int] = WHITE) -> Image.Image:
-    """Convert an image of any Pillow mode to RGB, compositing transparency on ``background``.
-
-    16-bit and 32-bit integer greys (``I;16*``, ``I``) are read as 0..65535 and scaled to 0..255 (so
-    mid-grey stays mid-grey instead of clipping to white); ``F`` follows Pillow's own convention of
-    values on the 0..255 scale. Raises ``ValueError`` for a mode Pillow cannot convert.
-    """
-    bg = _check_background(background)
-    if image.mode.startswith("I") or image.mode == "F":
-        image = _high_depth_to_grey(image)
-    elif image.mode == "La":
-        image = image.convert("LA")  # Pillow cannot go from premultiplied La straight to RGBA
-    if image.mode in _ALPHA_MODES or image.has_transparency_data:
-        rgba = image.convert("RGBA")  # handles palette alpha and info["transparency"] colour keys
-        out = Image.new("RGB", rgba.size, bg)
-        out.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))
-        return out
-    return image if image.mode == "RGB" else image.convert("RGB")
-
-
-def expand_to_square(image: Image.Image, background: Sequence[int] = WHITE) -> Image.Image:
-    """Pad ``image`` with ``background`` to a square, keeping it centred (LLaVA's ``expand2square``)."""
-    width, height = image.size
-    if width == height:
-        return image
-    side = max(width, height)
-    out = Image.new(image.mode, (side, side), _check_background(background))
-    out.paste(image, ((side - width) // 2, (side - height) // 2))
-    return out
 
 
 # --- internals ---------------------------------------------------------------------------------------
@@ -249,40 +222,6 @@ def _check_size(path: str | os.PathLike[str], size: tuple[int, int], max_pixels:
         raise ImageLoadError(
             path, TOO_LARGE, f"{width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels}"
         )
-
-
-def _exif_transpose(image: Image.Image, path: str | os.PathLike[str]) -> Image.Image:
-    try:
-        return ImageOps.exif_transpose(image)
-    except Exception as exc:  # a broken EXIF block is not a broken image
-        # The pixels decoded fine; like browsers, show them as stored rather than dropping the sample.
-        logger.warning("ignoring unreadable EXIF orientation in %s: %s: %s", path, type(exc).__name__, exc)
-        return image
-
-
-def _high_depth_to_grey(image: Image.Image) -> Image.Image:
-    """Scale an I/I;16*/F image to 8-bit L (or LA when a colour key marks transparency)."""
-    values = np.asarray(image)
-    if image.mode == "F":
-        grey = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
-        grey8 = np.clip(np.rint(grey), 0, 255).astype(np.uint8)
-    else:
-        # 65535 / 255 == 257, so (v + 128) // 257 rounds to nearest; values above 16 bits saturate.
-        wide = values.astype(np.int64)
-        grey8 = np.clip((wide + 128) // 257, 0, 255).astype(np.uint8)
-    out = Image.fromarray(grey8)
-    key = image.info.get("transparency")
-    if isinstance(key, (int, float)) and not isinstance(key, bool):
-        alpha = np.where(values == key, 0, 255).astype(np.uint8)
-        out = Image.merge("LA", (out, Image.fromarray(alpha)))
-    return out
-
-
-def _check_background(background: Sequence[int]) -> tuple[int, int, int]:
-    bg = tuple(background)
-    if len(bg) != 3 or not all(isinstance(c, int) and 0 <= c <= 255 for c in bg):
-        raise ValueError(f"background must be three integers in 0..255, got {background!r}")
-    return bg  # type: ignore[return-value]
 
 
 _allowed: tuple[str, ...] | None = None

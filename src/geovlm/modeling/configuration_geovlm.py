@@ -7,10 +7,7 @@ from typing import Any, Literal
 
 from transformers import PretrainedConfig, Qwen2Config, SiglipVisionConfig
 
-# Qwen2.5's special-token ids (fixed by its tokenizer).
-IMAGE_PAD_ID = 151655
-VISION_START_ID = 151652
-VISION_END_ID = 151653
+from .special_tokens import IMAGE_PAD_ID, VISION_END_ID, VISION_START_ID
 
 MERGE_MODES = ("spatial", "sequential")
 
@@ -43,6 +40,18 @@ class GeoVLMConfig(PretrainedConfig):
     vision_end_token_id: int | None = VISION_END_ID
     projector_hidden_act: str = "silu"
     tie_word_embeddings: bool = True
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> GeoVLMConfig:
+        # A saved config (from_pretrained, AutoConfig, trust_remote_code) must carry both backbone configs:
+        # one that lost them would silently become default-size backbones (a 7B-size Qwen2 for a lost
+        # `text_config`) and be allocated before anything else fails. `GeoVLMConfig()` itself keeps its
+        # defaults: transformers builds it to find a config's non-default fields (`to_diff_dict`).
+        lost = [key for key in ("text_config", "vision_config") if not (kwargs.get(key) or config_dict.get(key))]
+        if lost:
+            raise ValueError(f"this GeoVLM config has no {' or '.join(lost)} (it was cut or edited): restore the "
+                             "config.json saved with the weights; a GeoVLM config nests both backbone configs")
+        return super().from_dict(config_dict, **kwargs)
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)

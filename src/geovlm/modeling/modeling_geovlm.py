@@ -31,6 +31,7 @@ from transformers.utils import logging
 
 from .configuration_geovlm import GeoVLMConfig
 from .connector import MERGES, Projector
+from .special_tokens import IM_END_ID
 
 logger = logging.get_logger(__name__)
 
@@ -117,12 +118,16 @@ class GeoVLMModel(GeoVLMPreTrainedModel):
             )
         return image_mask.unsqueeze(-1)
 
-    def embed_inputs(self, input_ids: torch.LongTensor, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
-        """Token embeddings with each `<|image_pad|>` run replaced by its image's features."""
+    def embed_inputs(
+        self, input_ids: torch.LongTensor, pixel_values: torch.Tensor | None = None, *, decoding: bool = False
+    ) -> torch.Tensor:
+        """Token embeddings with each `<|image_pad|>` run replaced by its image's features. `decoding`:
+        the ids follow a cache (tokens the model generated), where an image token is only a token; the
+        placeholder check is for prompts."""
         embeds = self.get_input_embeddings()(input_ids)
         if pixel_values is None or pixel_values.shape[0] == 0:
             n_pads = int((input_ids == self.config.image_token_id).sum())
-            if n_pads:
+            if n_pads and not decoding:
                 raise ValueError(f"input_ids hold {n_pads} <|image_pad|> tokens but no pixel_values were given")
             return embeds
         features = self.get_image_features(pixel_values).pooler_output
@@ -141,7 +146,10 @@ class GeoVLMModel(GeoVLMPreTrainedModel):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
         if inputs_embeds is None:
-            inputs_embeds = self.embed_inputs(input_ids, pixel_values)
+            # The KV cache is `cache` in recent transformers, `past_key_values` before.
+            past = kwargs.get("cache", kwargs.get("past_key_values"))
+            decoding = past is not None and hasattr(past, "get_seq_length") and past.get_seq_length() > 0
+            inputs_embeds = self.embed_inputs(input_ids, pixel_values, decoding=decoding)
         elif pixel_values is not None:
             raise ValueError("pixel_values need input_ids (to find the image tokens), not inputs_embeds")
         return self.language_model(
@@ -177,12 +185,26 @@ class GeoVLMForConditionalGeneration(GeoVLMPreTrainedModel, GenerationMixin):
             # Batched generation pads; Qwen2.5 pads with <|endoftext|>, its bos id.
             pad = getattr(text, "pad_token_id", None)
             self.generation_config.pad_token_id = pad if pad is not None else text.bos_token_id
+        self._never_generate_vision_tokens()
+
+    def _never_generate_vision_tokens(self) -> None:
+        """The image token and the span markers belong to prompts: suppressed in `generation_config`
+        (saved with the folder, so every caller of `generate` inherits it)."""
+        if self.generation_config is None:
+            return
+        ids = [self.config.image_token_id, self.config.vision_start_token_id, self.config.vision_end_token_id]
+        suppressed = list(self.generation_config.suppress_tokens or [])
+        suppressed += [i for i in ids if i is not None and i not in suppressed]
+        self.generation_config.suppress_tokens = suppressed
 
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any) -> GeoVLMForConditionalGeneration:
         # Folders written before the LLaVA layout keep loading (see LEGACY_KEY_MAPPING).
         kwargs["key_mapping"] = {**LEGACY_KEY_MAPPING, **(kwargs.get("key_mapping") or {})}
-        return super().from_pretrained(*args, **kwargs)
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, info) with output_loading_info
+        model._never_generate_vision_tokens()  # also for folders saved before it was part of the config
+        return loaded
 
     def save_pretrained(self, *args: Any, **kwargs: Any) -> None:
         # Always the current layout, also for a model loaded from an older folder (which transformers
@@ -288,9 +310,8 @@ class GeoVLMForConditionalGeneration(GeoVLMPreTrainedModel, GenerationMixin):
 def _with_im_end(eos: int | list[int] | None) -> list[int] | int | None:
     """Replies are ChatML turns: they end at <|im_end|> even when the LLM's own config (a base model's)
     stops only at <|endoftext|>."""
-    im_end = 151645
     ids = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-    return ids if im_end in ids else [im_end, *ids]
+    return ids if IM_END_ID in ids else [IM_END_ID, *ids]
 
 
 GeoVLM = GeoVLMForConditionalGeneration  # the name geovlm's users import

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-QWEN_VOCAB_SIZE = 151936
+from .special_tokens import ENDOFTEXT_ID, IM_END_ID, QWEN_VOCAB_SIZE
 
 SIGLIP_BASE_224: dict[str, Any] = dict(
     hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
@@ -14,7 +14,7 @@ SIGLIP_BASE_224: dict[str, Any] = dict(
 QWEN25_05B: dict[str, Any] = dict(
     vocab_size=QWEN_VOCAB_SIZE, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
     num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-6,
-    rope_theta=1_000_000.0, tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151645,
+    rope_theta=1_000_000.0, tie_word_embeddings=True, bos_token_id=ENDOFTEXT_ID, eos_token_id=IM_END_ID,
 )
 # Small enough to build in a fraction of a second, with the real vocabulary so that the real
 # tokenizer works unchanged.
@@ -25,7 +25,7 @@ SIGLIP_TINY: dict[str, Any] = dict(
 QWEN_TINY: dict[str, Any] = dict(
     vocab_size=QWEN_VOCAB_SIZE, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-6,
-    rope_theta=10_000.0, tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151645,
+    rope_theta=10_000.0, tie_word_embeddings=True, bos_token_id=ENDOFTEXT_ID, eos_token_id=IM_END_ID,
 )
 
 PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {

@@ -13,15 +13,20 @@ library.
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from PIL import Image, ImageOps
 from transformers import ProcessorMixin
 from transformers.processing_utils import MultiModalData
 
 IMAGE_PLACEHOLDER = "<image>"  # where an image goes in a record's or a prompt's text
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."  # Qwen2.5's generic one, and the seed code's
-WHITE = (255, 255, 255)
+WHITE: tuple[int, int, int] = (255, 255, 255)
+_ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
+logger = logging.getLogger(__name__)
 
 # The template that processors before the LLaVA layout saved; replaced by `chat_template_for` on load.
 LEGACY_CHATML_TEMPLATE = (
@@ -69,25 +74,80 @@ def chat_template_for(system_prompt: str | None, image_text: str = "<|vision_sta
     )
 
 
-def square_on_white(image: Any) -> Any:
-    """A PIL image → RGB (transparency composited on white), padded to a centred square on white, as in
-    training. Other inputs (arrays, tensors) pass unchanged."""
+def square_on_white(image: Any, pad_to_square: bool = True, background: tuple[int, int, int] = WHITE) -> Any:
+    """The one rule for how a decoded image enters the model, in training (`geovlm.data.images.load_image`)
+    and through this processor alike: EXIF orientation applied, any Pillow mode converted to RGB with
+    transparency composited on `background`, then (optionally) padded to a centred square of it.
+    Other inputs (arrays, tensors) pass unchanged."""
     if not isinstance(image, Image.Image):
         return image
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or image.has_transparency_data:
-        rgba = image.convert("RGBA")
-        image = Image.new("RGB", rgba.size, WHITE)
-        image.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))
-    elif image.mode != "RGB":
-        image = image.convert("RGB")
+    background = check_background(background)
+    rgb = to_rgb(_exif_transpose(image), background)
+    return expand_to_square(rgb, background) if pad_to_square else rgb
+
+
+def to_rgb(image: Image.Image, background: Sequence[int] = WHITE) -> Image.Image:
+    """Convert an image of any Pillow mode to RGB, compositing transparency on `background`.
+
+    16-bit and 32-bit integer greys (`I;16*`, `I`) are read as 0..65535 and scaled to 0..255 (so mid-grey
+    stays mid-grey instead of clipping to white); `F` follows Pillow's own convention of values on the
+    0..255 scale. Raises ValueError for a mode Pillow cannot convert."""
+    bg = check_background(background)
+    if image.mode.startswith("I") or image.mode == "F":
+        image = _high_depth_to_grey(image)
+    elif image.mode == "La":
+        image = image.convert("LA")  # Pillow cannot go from premultiplied La straight to RGBA
+    if image.mode in _ALPHA_MODES or image.has_transparency_data:
+        rgba = image.convert("RGBA")  # handles palette alpha and info["transparency"] colour keys
+        out = Image.new("RGB", rgba.size, bg)
+        out.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))
+        return out
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def expand_to_square(image: Image.Image, background: Sequence[int] = WHITE) -> Image.Image:
+    """Pad `image` with `background` to a square, keeping it centred (LLaVA's `expand2square`)."""
     width, height = image.size
     if width == height:
         return image
     side = max(width, height)
-    square = Image.new("RGB", (side, side), WHITE)
-    square.paste(image, ((side - width) // 2, (side - height) // 2))
-    return square
+    out = Image.new(image.mode, (side, side), check_background(background))
+    out.paste(image, ((side - width) // 2, (side - height) // 2))
+    return out
+
+
+def _exif_transpose(image: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception as exc:  # a broken EXIF block is not a broken image
+        # The pixels decoded fine; like browsers, show them as stored rather than dropping the image.
+        logger.warning("ignoring an unreadable EXIF orientation: %s: %s", type(exc).__name__, exc)
+        return image
+
+
+def _high_depth_to_grey(image: Image.Image) -> Image.Image:
+    """Scale an I/I;16*/F image to 8-bit L (or LA when a colour key marks transparency)."""
+    values = np.asarray(image)
+    if image.mode == "F":
+        grey = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        grey8 = np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+    else:
+        # 65535 / 255 == 257, so (v + 128) // 257 rounds to nearest; values above 16 bits saturate.
+        wide = values.astype(np.int64)
+        grey8 = np.clip((wide + 128) // 257, 0, 255).astype(np.uint8)
+    out = Image.fromarray(grey8)
+    key = image.info.get("transparency")
+    if isinstance(key, (int, float)) and not isinstance(key, bool):
+        alpha = np.where(values == key, 0, 255).astype(np.uint8)
+        out = Image.merge("LA", (out, Image.fromarray(alpha)))
+    return out
+
+
+def check_background(background: Sequence[int]) -> tuple[int, int, int]:
+    bg = tuple(background)
+    if len(bg) != 3 or not all(isinstance(c, int) and 0 <= c <= 255 for c in bg):
+        raise ValueError(f"background must be three integers in 0..255, got {background!r}")
+    return bg  # type: ignore[return-value]
 
 
 def _flatten(images: Any) -> list[Any]:
@@ -172,14 +232,19 @@ class GeoVLMProcessor(ProcessorMixin):
         return self.image_token * self.num_image_tokens
 
     def _process_images(self, images: Any, **kwargs: Any) -> tuple[dict, list[str]]:
-        flat = _flatten(images)
-        if self.pad_to_square:
-            flat = [square_on_white(image) for image in flat]
+        flat = [square_on_white(image, self.pad_to_square) for image in _flatten(images)]
         return super()._process_images(flat, **kwargs)
 
     def __call__(self, images: Any = None, text: Any = None, **kwargs: Any) -> Any:
         """`text` (a string or a list) with one placeholder per image, `images` in the order their
-        placeholders appear across the batch. Pads on the left unless told otherwise, as generation needs."""
+        placeholders appear across the batch. Pads on the left unless told otherwise, as generation needs.
+
+        Harnesses (lmms-eval, TRL, vLLM) pass `videos`/`video`/`audio`/`audios` to every processor: empty
+        ones (None, an empty list) are accepted and dropped; non-empty ones are refused, since GeoVLM
+        reads images only (transformers would otherwise ignore them silently)."""
+        for name in ("videos", "video", "audio", "audios"):
+            if _flatten(kwargs.pop(name, None)):
+                raise ValueError(f"GeoVLM reads images and text only; got a non-empty `{name}` argument")
         if text is not None:
             texts = [text] if isinstance(text, str) else list(text)
             text = [self.mark_images(t) for t in texts]
@@ -197,4 +262,5 @@ class GeoVLMProcessor(ProcessorMixin):
         return MultiModalData(**data)
 
 
-__all__ = ["DEFAULT_SYSTEM_PROMPT", "IMAGE_PLACEHOLDER", "GeoVLMProcessor", "chat_template_for", "square_on_white"]
+__all__ = ["DEFAULT_SYSTEM_PROMPT", "IMAGE_PLACEHOLDER", "WHITE", "GeoVLMProcessor", "chat_template_for",
+           "expand_to_square", "square_on_white", "to_rgb"]

@@ -8,6 +8,7 @@ it was taught and as `processor.apply_chat_template` asks it.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -110,17 +111,19 @@ def _encode(processor: Any, text: str) -> list[int]:
     return processor.tokenizer.encode(text, add_special_tokens=False)
 
 
-_HEADERS: dict[tuple[int, str], list[int]] = {}
+# tokenizer -> {chat template: header ids}. Weakly keyed: an entry lives exactly as long as its tokenizer,
+# so a new tokenizer can never find another's (as one at a reused id() could).
+_HEADERS: weakref.WeakKeyDictionary[Any, dict[str, list[int]]] = weakref.WeakKeyDictionary()
 
 
 def _assistant_header(processor: Any) -> list[int]:
     """The ids that open an assistant turn (`<|im_start|>assistant\\n` in ChatML); once per template."""
-    key = (id(processor.tokenizer), processor.chat_template)
-    if key not in _HEADERS:
+    per_template = _HEADERS.setdefault(processor.tokenizer, {})
+    if processor.chat_template not in per_template:
         probe = [{"role": "user", "content": "x"}]
         text = render(processor, probe, add_generation_prompt=True)[len(render(processor, probe)) :]
-        _HEADERS[key] = _encode(processor, text)
-    return list(_HEADERS[key])
+        per_template[processor.chat_template] = _encode(processor, text)
+    return list(per_template[processor.chat_template])
 
 
 def encode_conversation(

@@ -27,6 +27,15 @@ from transformers import PreTrainedTokenizerFast
 
 from geovlm.cache import cache_root
 from geovlm.modeling.processing_geovlm import LEGACY_CHATML_TEMPLATE
+from geovlm.modeling.special_tokens import (
+    FIRST_SPECIAL_ID,
+    IMAGE_PAD_TOKEN,
+    QWEN_VOCAB_SIZE,
+    SPECIAL_TOKEN_NAMES,
+    VISION_END_TOKEN,
+    VISION_START_TOKEN,
+)
+from geovlm.modeling.special_tokens import SPECIAL_TOKEN_IDS as QWEN_SPECIAL_TOKENS
 
 __all__ = [
     "CHATML_TEMPLATE",
@@ -47,32 +56,6 @@ QWEN_PRETOKENIZE_REGEX = (
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
-_SPECIAL_NAMES = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-    "<tool_call>",
-    "</tool_call>",
-    "<|fim_prefix|>",
-    "<|fim_middle|>",
-    "<|fim_suffix|>",
-    "<|fim_pad|>",
-    "<|repo_name|>",
-    "<|file_sep|>",
-)
-_FIRST_SPECIAL_ID = 151643  # == number of BPE ranks in qwen.tiktoken
-QWEN_SPECIAL_TOKENS: dict[str, int] = {name: _FIRST_SPECIAL_ID + i for i, name in enumerate(_SPECIAL_NAMES)}
 # Qwen2.5 registers these as added tokens that are *not* special (they survive skip_special_tokens).
 _NON_SPECIAL_ADDED = frozenset(
     {
@@ -87,12 +70,6 @@ _NON_SPECIAL_ADDED = frozenset(
     }
 )
 
-# Size of Qwen2.5's embedding matrix (padded past the 151,665 tokenizer entries); not the tokenizer length.
-QWEN_VOCAB_SIZE = 151936
-
-IMAGE_PAD_TOKEN = "<|image_pad|>"
-VISION_START_TOKEN = "<|vision_start|>"
-VISION_END_TOKEN = "<|vision_end|>"
 
 # ChatML without Qwen's default system prompt: callers add their own system turn. '\n' is a Jinja string
 # escape, so the rendered text holds real newlines.
@@ -166,8 +143,8 @@ def _derive_merges(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
 def _build_backend() -> Tokenizer:
     """Assemble the ``tokenizers.Tokenizer`` that mirrors Qwen2.5's tokenizer.json."""
     ranks = load_bpe_ranks()
-    if len(ranks) != _FIRST_SPECIAL_ID or sorted(ranks.values()) != list(range(_FIRST_SPECIAL_ID)):
-        raise ValueError(f"unexpected qwen.tiktoken: {len(ranks)} ranks, expected 0..{_FIRST_SPECIAL_ID - 1}")
+    if len(ranks) != FIRST_SPECIAL_ID or sorted(ranks.values()) != list(range(FIRST_SPECIAL_ID)):
+        raise ValueError(f"unexpected qwen.tiktoken: {len(ranks)} ranks, expected 0..{FIRST_SPECIAL_ID - 1}")
 
     # bytes.decode("latin-1") maps byte b to chr(b); translate then applies the GPT-2 table in C.
     table = str.maketrans(_bytes_to_unicode())
@@ -222,7 +199,7 @@ def build_qwen_tokenizer() -> PreTrainedTokenizerFast:
         unk_token=None,
         # Qwen2.5's additional_special_tokens: every special added token except <|endoftext|>.
         extra_special_tokens=[
-            n for n in _SPECIAL_NAMES if n not in _NON_SPECIAL_ADDED and n != "<|endoftext|>"
+            n for n in SPECIAL_TOKEN_NAMES if n not in _NON_SPECIAL_ADDED and n != "<|endoftext|>"
         ],
         model_max_length=32768,
         padding_side="right",

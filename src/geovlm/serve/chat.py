@@ -3,7 +3,10 @@
 Functions of a model and its processor, through the standard calls any transformers user makes: the
 processor's chat template and `processor(images=, text=)`, then `model.generate` (KV cache, each image
 encoded once, left-padded batches). Prompts come from the same conversation code as the training data,
-so a model is asked exactly as it was taught.
+so a model is asked exactly as it was taught, and every conversation goes through `conversation`, which
+keeps user text text: a question holding one of the tokenizer's control tokens (`<|im_end|>`,
+`<|im_start|>`, `<|image_pad|>`, ...) is refused, since the tokenizer would read it as that token and let
+a user forge system or assistant turns.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from typing import Any
 
 from PIL import Image
 
-from geovlm.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, expand_to_square, load_image, to_rgb
-from geovlm.processing.conversation import prompt_text, question_messages
+from geovlm.constants import IMAGE_TAG
+from geovlm.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image, square_on_white
+from geovlm.processing.conversation import Message, prompt_text, question_messages
 
 ImageInput = Image.Image | str | os.PathLike | bytes
 DEFAULT_MAX_NEW_TOKENS = 512
@@ -28,8 +32,7 @@ def prepare_image(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS, pa
     if isinstance(image, Image.Image):
         if image.width * image.height > max_pixels:
             raise ImageLoadError("<image>", "too_large", f"{image.width}×{image.height} is over {max_pixels:,} pixels")
-        rgb = to_rgb(image)
-        return expand_to_square(rgb) if pad_to_square else rgb
+        return square_on_white(image, pad_to_square)  # the one rule training and the processor follow
     if isinstance(image, bytes):
         # The loader's checks work on files; bytes (e.g. from stdin) go through a temporary one.
         with tempfile.NamedTemporaryFile(suffix=".img") as tmp:
@@ -53,6 +56,45 @@ def generation_options(**kwargs: Any) -> dict[str, Any]:
     return options
 
 
+class BadQuestion(ValueError):
+    """A question that cannot be asked as it stands; the message is one line saying why and what to do."""
+
+
+def _control_token_in(processor: Any, text: str) -> str | None:
+    """The first of the tokenizer's added tokens (special or not: all are read as one id) in `text`."""
+    tokens = set(processor.tokenizer.get_added_vocab()) | set(processor.tokenizer.all_special_tokens)
+    tokens.discard(IMAGE_TAG)  # the image placeholder has its own rule
+    found = [(text.find(token), token) for token in tokens if token and token in text]
+    return min(found)[1] if found else None
+
+
+def conversation(
+    processor: Any, question: Any, history: Sequence[Any] | None = None, *, with_image: bool,
+    system_prompt: Any = ...,
+) -> list[Message]:
+    """The messages that ask `question` after `history`, refusing with `BadQuestion` what would not be asked
+    as written: text that is not a string, text holding a control token, or `<image>` tags that do not
+    match the image given (at most one with an image, none without)."""
+    if not isinstance(question, str):
+        raise BadQuestion(f"the question must be text, got {type(question).__name__} {question!r:.40}")
+    messages = question_messages(question, history, with_image=with_image)
+    texts = [("the question", question)] + [("the conversation history", m["content"]) for m in messages[:-1]]
+    if isinstance(system_prompt, str):
+        texts.append(("the system prompt", system_prompt))
+    for what, text in texts:
+        token = _control_token_in(processor, text)
+        if token is not None:
+            raise BadQuestion(f"{what} contains {token!r}, a control token of the model: user text must stay "
+                              "text, so remove it")
+    tags = sum(m["content"].count(IMAGE_TAG) for m in messages)
+    if with_image and tags > 1:
+        raise BadQuestion(f"the question has {tags} {IMAGE_TAG} tags but asks about one image: keep at most one")
+    if not with_image and tags:
+        raise BadQuestion(f"the question has an {IMAGE_TAG} tag but no image is given: remove the tag or give "
+                          "an image")
+    return messages
+
+
 def chat(
     model: Any,
     processor: Any,
@@ -63,9 +105,10 @@ def chat(
     system_prompt: str | None = ...,  # type: ignore[assignment]
     **generation_kwargs: Any,
 ) -> str | Iterator[str]:
-    """The model's reply to `question` about `image`; with `stream=True`, an iterator of text chunks."""
+    """The model's reply to `question` about `image`; with `stream=True`, an iterator of text chunks.
+    Raises `BadQuestion` (see `conversation`) and `ContextTooLong` before generating."""
     pil = prepare_image(image) if image is not None else None
-    messages = question_messages(question, history, with_image=pil is not None)
+    messages = conversation(processor, question, history, with_image=pil is not None, system_prompt=system_prompt)
     options = generation_options(**generation_kwargs)
     batch = prompt_batch(model, processor, [messages], [pil], system_prompt, options["max_new_tokens"])
     if not stream:
@@ -75,7 +118,19 @@ def chat(
 
 
 class ContextTooLong(ValueError):
-    """A prompt plus the tokens asked for do not fit the model's context."""
+    """A prompt plus the tokens asked for do not fit the model's context. `rows`: which prompts of the
+    batch do not fit (indices into the questions given to `answer`; 0 for `chat`), `prompt_tokens` their
+    lengths; the message is about the first of them, `describe(k)` about the k-th."""
+
+    def __init__(self, prompt_tokens: Sequence[int], max_new_tokens: int, context: int,
+                 rows: Sequence[int] = (0,)) -> None:
+        self.prompt_tokens, self.rows = tuple(prompt_tokens), tuple(rows)
+        self.max_new_tokens, self.context = max_new_tokens, context
+        super().__init__(self.describe(0))
+
+    def describe(self, k: int) -> str:
+        return (f"the prompt takes {self.prompt_tokens[k]} tokens; with max_new_tokens={self.max_new_tokens} "
+                f"that exceeds the model's context of {self.context} tokens")
 
 
 def prompt_batch(
@@ -87,10 +142,10 @@ def prompt_batch(
     batch = processor(images=[im for im in images if im is not None] or None, text=texts, return_tensors="pt",
                       padding=True)
     limit = model.config.text_config.max_position_embeddings
-    n_prompt = int(batch["attention_mask"].sum(dim=1).max())
-    if n_prompt + max_new_tokens > limit:
-        raise ContextTooLong(f"the prompt takes {n_prompt} tokens; with max_new_tokens={max_new_tokens} that "
-                             f"exceeds the model's context of {limit} tokens")
+    lengths = [int(n) for n in batch["attention_mask"].sum(dim=1)]
+    rows = [i for i, n in enumerate(lengths) if n + max_new_tokens > limit]
+    if rows:  # every row that does not fit is named, so that a caller can set them aside and go on
+        raise ContextTooLong([lengths[i] for i in rows], max_new_tokens, limit, rows)
     return batch.to(model.device)
 
 
@@ -138,16 +193,22 @@ def answer(
     system_prompt: str | None = ...,  # type: ignore[assignment]
     **generation_kwargs: Any,
 ) -> list[str]:
-    """Replies to many single-turn questions, `batch_size` at a time (left-padded batches)."""
+    """Replies to many single-turn questions, `batch_size` at a time (left-padded batches). Raises
+    `BadQuestion` for a question `conversation` refuses and `ContextTooLong` naming (in `rows`) every
+    question of the first batch that does not fit."""
     if len(images) != len(questions):
         raise ValueError(f"{len(images)} images but {len(questions)} questions")
     options = generation_options(**generation_kwargs)
     replies: list[str] = []
     for start in range(0, len(questions), batch_size):
         pils = [prepare_image(im) if im is not None else None for im in images[start : start + batch_size]]
-        conversations = [question_messages(q, with_image=p is not None)
+        conversations = [conversation(processor, q, with_image=p is not None, system_prompt=system_prompt)
                          for q, p in zip(questions[start : start + batch_size], pils, strict=True)]
-        batch = prompt_batch(model, processor, conversations, pils, system_prompt, options["max_new_tokens"])
+        try:
+            batch = prompt_batch(model, processor, conversations, pils, system_prompt, options["max_new_tokens"])
+        except ContextTooLong as err:
+            raise ContextTooLong(err.prompt_tokens, err.max_new_tokens, err.context,
+                                 [start + row for row in err.rows]) from None
         output = model.generate(**batch, **options)
         replies += processor.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     return replies
