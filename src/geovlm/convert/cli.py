@@ -20,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     import shutil
     import tempfile
     from pathlib import Path
@@ -28,6 +29,12 @@ def run(args: argparse.Namespace) -> int:
     from geovlm.errors import CLIError
 
     out = Path(args.out_dir)
+    if out.is_symlink():
+        # Replacing the folder a link points to would delete files that live elsewhere (perhaps shared
+        # with other links), and replacing the link with a folder would quietly move the output off the
+        # disk the user chose: neither is what `--overwrite` promises, so the user picks the real path.
+        raise CLIError(f"{out} is a symbolic link (to {os.readlink(out)}); convert does not write through or "
+                       "replace links: give the folder it points to, or remove the link first")
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
         raise CLIError(f"{out} already exists and is not empty; pass --overwrite to replace it, or choose another folder")
     try:

@@ -10,15 +10,11 @@ keeps all of that (`merge_mode="sequential"`, pads-only processor), so it is pro
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors.torch import load_file
-
 from geovlm.constants import DEFAULT_SYSTEM_PROMPT
+from geovlm.convert.folders import check_weights_fit, load_state_dict, read_config_json, stored_tensors
 
 SEED_MODEL_TYPE = "vlm_model"
 SEED_SYSTEM_PROMPT = DEFAULT_SYSTEM_PROMPT  # the seed prompted with Qwen's default
@@ -35,32 +31,17 @@ KEY_MAP = (
 
 
 def read_seed_config(folder: str | os.PathLike) -> dict[str, Any] | None:
-    """The seed config dict if `folder` holds a seed checkpoint, else None."""
-    path = Path(folder) / "config.json"
-    if not path.is_file():
+    """The seed config dict if `folder` holds a seed checkpoint, None if it holds no config or another
+    model's; ValueError, naming the file, if its config.json cannot be read or is not a JSON object."""
+    try:
+        config = read_config_json(folder)
+    except FileNotFoundError:
         return None
-    config = json.loads(path.read_text())
     return config if config.get("model_type") == SEED_MODEL_TYPE else None
 
 
-def load_state_dict(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Weights from `model.safetensors`, a sharded safetensors index, or `pytorch_model.bin`."""
-    folder = Path(folder)
-    if (folder / "model.safetensors").is_file():
-        return load_file(folder / "model.safetensors")
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        state: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            state.update(load_file(folder / shard))
-        return state
-    if (folder / "pytorch_model.bin").is_file():
-        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise FileNotFoundError(f"no model.safetensors, safetensors index or pytorch_model.bin in {folder}")
-
-
-def map_seed_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def map_seed_keys(state: dict[str, Any]) -> dict[str, Any]:
+    """Seed names → GeoVLM names, for tensors or anything else stored by name; unused keys dropped."""
     mapped = {}
     for key, tensor in state.items():
         for prefix, target in KEY_MAP:
@@ -69,6 +50,14 @@ def map_seed_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
                     mapped[target + key[len(prefix) :]] = tensor
                 break
     return mapped
+
+
+def seed_name(name: str) -> str:
+    """A GeoVLM weight's name as a seed checkpoint stores it (the inverse of `map_seed_keys`)."""
+    for prefix, target in KEY_MAP:
+        if target is not None and name.startswith(target):
+            return prefix + name[len(target) :]
+    return name
 
 
 def qwen_tokenizer_for(llm: str | os.PathLike, text_config: Any) -> Any:
@@ -122,8 +111,16 @@ def convert_seed_checkpoint(
     vision_config = AutoConfig.from_pretrained(vision)
     vision_config = getattr(vision_config, "vision_config", vision_config)  # full SiglipModel config
     text_config = AutoConfig.from_pretrained(llm)
-    state = map_seed_keys(load_state_dict(seed_dir))
-    in_width = state["model.projector.linear_1.weight"].shape[1]
+    # Names and shapes from the files' headers first: a checkpoint that does not fit its backbones is refused
+    # in one line before the model is built (a bare load_state_dict would say so in a multi-line error).
+    stored = map_seed_keys(stored_tensors(seed_dir))
+    linear1 = stored.get("model.projector.linear_1.weight")
+    if linear1 is None or len(linear1.shape) != 2:
+        files = ", ".join(sorted({tensor.file for tensor in stored.values()})) or "no weights file"
+        found = "has no linear1.weight" if linear1 is None else f"holds linear1.weight as {list(linear1.shape)}"
+        raise ValueError(f"{seed_dir}: {files} {found} (the projector's first layer, [hidden, k × vision width]): "
+                         "not a complete seed checkpoint; convert the folder the seed code saved after training")
+    in_width = linear1.shape[1]
     factor, remainder = divmod(in_width, vision_config.hidden_size)
     if remainder:
         raise ValueError(f"linear1 input width {in_width} is not a multiple of the vision width {vision_config.hidden_size}")
@@ -140,11 +137,13 @@ def convert_seed_checkpoint(
     if pads is not None and pads != config.num_image_tokens:
         raise ValueError(f"seed config says {pads} image pads but the tower gives {config.num_image_tokens} tokens")
 
+    check_weights_fit(seed_dir, config, stored, described_by=f"the backbones {vision} and {llm}",
+                      name_in_file=seed_name, fix="check that --vision and --llm (default: the seed config's) "
+                      "name the backbones the seed model was trained from")
     model = GeoVLM(config)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k != "lm_head.weight" or not config.tie_word_embeddings]
-    if missing or unexpected:
-        raise ValueError(f"seed weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    # Every name and shape was compared above; strict=False lets the tied lm_head (which the seed omits)
+    # and buffers older releases saved pass.
+    model.load_state_dict(map_seed_keys(load_state_dict(seed_dir)), strict=False)
     model.tie_weights()
 
     tokenizer = qwen_tokenizer_for(llm, text_config)
