@@ -146,7 +146,7 @@ def test_questions_without_images_are_counted_and_text_only_is_explicit(model_di
     assert cli_main(eval_args(model_dir, tmp_path, tmp_path / "pred.jsonl")) == 0
     out = capsys.readouterr().out
     assert "2 question(s) answered without their image: no image in the record" in out
-    assert "1 question(s) answered without their image: image missing" in out
+    assert "1 question(s) not answered, scored wrong: image missing" in out
     # A file with no image at all needs --text-only.
     (tmp_path / "t").mkdir()
     write_split(tmp_path / "t", images=False)

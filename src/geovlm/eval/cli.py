@@ -114,7 +114,14 @@ def _register_eval(subparsers: SubParsers) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=512)
     parser.add_argument("--prompt-template", default="{text}",
                         help="how a question's text becomes the user turn; {text} is the question (default: {text})")
-    parser.add_argument("--limit", type=int, help="only the first N questions")
+    parser.add_argument("--limit", type=int, help="only the first N questions (N at least 1)")
+    parser.add_argument(
+        "--mode",
+        choices=("choice", "number"),
+        default="choice",
+        help="as for `geovlm score`: choice: letter A-D against 'text'; number: final number against 'value' "
+        "(default: choice)",
+    )
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the score report as JSON")
     parser.add_argument("--text-only", action="store_true", help="allow a questions file where no question has an image")
@@ -136,39 +143,46 @@ def model_fingerprint(name: str) -> str:
 
 def run_eval(args: argparse.Namespace) -> int:
     from geovlm.errors import CLIError
-    from geovlm.eval.evaluate import check_prompt_template, evaluate, read_questions
+    from geovlm.eval.evaluate import check_inputs, check_writable, evaluate
     from geovlm.serve.cli import load_model_or_fail
 
+    def one_line(err: Exception) -> CLIError:
+        if isinstance(err, FileNotFoundError):
+            return CLIError(f"no such file: {err.filename}")
+        return CLIError(str(err).splitlines()[0] if str(err).strip() else type(err).__name__)
+
+    options = dict(batch_size=args.batch_size, prompt_template=args.prompt_template,
+                   max_new_tokens=args.max_new_tokens, limit=args.limit, text_only=args.text_only, mode=args.mode)
     try:  # inputs first: nothing is loaded or generated for a run that would fail
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
-        check_prompt_template(args.prompt_template)
-        read_questions(args.questions)
-        if args.out.is_dir():
-            raise ValueError(f"--out {args.out} is a folder; name a file")
-    except FileNotFoundError as err:
-        raise CLIError(f"no such file: {err.filename}") from err
+        check_inputs(args.questions, args.answers, args.images, **options)
+        check_writable(args.out, "--out")
+        if args.json is not None:
+            check_writable(args.json, "--json")
     except (ValueError, OSError) as err:
-        raise CLIError(str(err).splitlines()[0]) from err
+        raise one_line(err) from err
     model, processor = load_model_or_fail(args.model, args.device)
     try:
-        result = evaluate(model, processor, args.questions, args.answers, args.images, args.out,
-                          batch_size=args.batch_size, prompt_template=args.prompt_template,
-                          max_new_tokens=args.max_new_tokens, limit=args.limit, text_only=args.text_only,
+        result = evaluate(model, processor, args.questions, args.answers, args.images, args.out, **options,
                           overwrite=args.overwrite, model_id=model_fingerprint(args.model))
-    except FileNotFoundError as err:
-        raise CLIError(f"no such file: {err.filename}") from err
     except (ValueError, KeyError, OSError) as err:
-        raise CLIError(str(err).splitlines()[0]) from err
+        raise one_line(err) from err
     report = result.report
     print(f"predictions: {args.out}" + (f" ({result.resumed} from an interrupted run, {result.answered} new)"
                                         if result.resumed else ""))
     for reason, count in sorted(result.problems.items()):
         print(f"  {count} question(s) answered without their image: {reason}")
+    for reason, ids in sorted(result.unanswered_ids.items()):
+        named = ", ".join(repr(qid) for qid in ids[:3]) + (", ..." if len(ids) > 3 else "")
+        print(f"  {len(ids)} question(s) not answered, scored wrong: {reason} (question_id {named}; the reasons "
+              f"are in {args.out}, field 'error')")
     if report is not None:
         print(report.format_table())
         if args.json is not None:
-            args.json.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+            try:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+            except OSError as err:
+                raise CLIError(f"cannot write {args.json}: {err.strerror or err}") from err
     return 0
 
 

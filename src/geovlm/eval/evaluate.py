@@ -1,10 +1,15 @@
 """Batched GeoQA evaluation: generate for every question, write G-LLaVA-format predictions, score them.
 
-Inputs are checked before anything is generated (duplicate ids, the prompt template, the output path,
-questions without images). Each answered batch is appended to the predictions file and flushed, so a
-run killed part-way resumes from what is on disk; a sidecar `<predictions>.run.json` records which
-model, questions and settings the file belongs to, and a file of another run is never replaced
-without `overwrite`.
+Inputs are checked before anything is generated (`check_inputs`: the questions' fields and ids, the
+answers and that they cover the questions, the options, the prompt template, the output path). Each
+answered batch is appended to the predictions file and flushed, so a run killed part-way resumes from what
+is on disk; a sidecar `<predictions>.run.json` records which model, questions and settings the file belongs
+to, and a file of another run is never replaced without `overwrite`.
+
+A question that cannot be asked -- its image is unreadable or outside the image folder, its text holds a
+control token or `<image>` tags that do not fit, its prompt is too long for the context -- is recorded
+with an `error` (`"<reason>: <detail>"`), left unanswered (scored wrong) and counted by reason; the run goes
+on, and a resumed run does not stop at it again.
 """
 
 from __future__ import annotations
@@ -18,11 +23,21 @@ from pathlib import Path
 from typing import Any
 
 from geovlm.data.jsonfile import iter_json_items, read_json_objects
-from geovlm.eval.extract import extract_choice
-from geovlm.eval.score import ScoreReport, score
+from geovlm.eval.extract import extract_choice, extract_number
+from geovlm.eval.score import (
+    MODES,
+    AnswerRecord,
+    ScoreReport,
+    gold_answers,
+    question_id_of,
+    read_answers,
+    score,
+    unknown_id_error,
+)
 
 DEFAULT_PROMPT_TEMPLATE = "{text}"
 RUN_SUFFIX = ".run.json"
+NO_IMAGE = "no image in the record"
 
 
 @dataclass
@@ -31,24 +46,36 @@ class EvalResult:
     answered: int  # questions generated in this call
     resumed: int  # questions whose predictions were already on disk
     problems: Counter = field(default_factory=Counter)  # questions answered without their image, by reason
+    # questions recorded with an error (not answered, scored wrong): their ids by reason, and the counts
+    unanswered_ids: dict[str, list[Any]] = field(default_factory=dict)
+
+    @property
+    def unanswered(self) -> Counter:
+        return Counter({reason: len(ids) for reason, ids in self.unanswered_ids.items()})
+
+
+def _read_located_questions(path: str | os.PathLike) -> list[tuple[str, dict[str, Any]]]:
+    located, seen = [], {}
+    for where, item in read_json_objects(path):
+        qid = question_id_of(item, where)  # an integer or a string: `[1]` or `null` would fail much later
+        if qid in seen:
+            raise ValueError(f"{where}: question_id {qid!r} already appears at {seen[qid]}")
+        seen[qid] = where
+        if not isinstance(item.get("text"), str):
+            what = "missing 'text'" if "text" not in item else f"'text' must be the question, got {item['text']!r}"
+            raise ValueError(f"{where}: {what}")
+        if item.get("image") is not None and not isinstance(item["image"], str):
+            raise ValueError(f"{where}: 'image' must be a path under --images, got {item['image']!r}")
+        located.append((where, item))
+    if not located:
+        raise ValueError(f"{path}: no questions")
+    return located
 
 
 def read_questions(path: str | os.PathLike) -> list[dict[str, Any]]:
     """G-LLaVA's `test_questions.jsonl`: one `{"question_id", "image", "text"}` object a line (or a JSON
-    list of them); ids unique."""
-    questions, seen = [], {}
-    for where, item in read_json_objects(path):
-        missing = [key for key in ("question_id", "text") if key not in item]
-        if missing:
-            raise ValueError(f"{where}: missing {', '.join(missing)}")
-        qid = item["question_id"]
-        if qid in seen:
-            raise ValueError(f"{where}: question_id {qid!r} already appears at {seen[qid]}")
-        seen[qid] = where
-        questions.append(item)
-    if not questions:
-        raise ValueError(f"{path}: no questions")
-    return questions
+    list of them); ids unique integers or strings, `text` a string, `image` a path string or absent/null."""
+    return [item for _, item in _read_located_questions(path)]
 
 
 def check_prompt_template(template: str) -> None:
@@ -58,21 +85,74 @@ def check_prompt_template(template: str) -> None:
         raise ValueError(f"prompt template {template!r} must use only {{text}} (got {type(err).__name__}: {err})") from None
 
 
+def _positive(option: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{option} must be a positive whole number, got {value!r}")
+
+
+def check_inputs(
+    questions_path: str | os.PathLike,
+    answers_path: str | os.PathLike | None,
+    images_dir: str | os.PathLike,
+    *,
+    batch_size: int = 16,
+    prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
+    max_new_tokens: int = 512,
+    limit: int | None = None,
+    text_only: bool = False,
+    mode: str = "choice",
+) -> tuple[list[dict[str, Any]], list[AnswerRecord] | None]:
+    """Everything about an evaluation that can be checked without the model, so that a run that would fail
+    fails before it is loaded: the options, the questions file, and the answers (readable, usable in `mode`,
+    one for every question evaluated). Returns the questions to evaluate and the answers (None if not
+    given); raises ValueError (or OSError for a file that cannot be read) with a one-line message."""
+    _positive("--batch-size", batch_size)
+    _positive("--max-new-tokens", max_new_tokens)
+    if limit is not None:
+        _positive("--limit", limit)
+    if mode not in MODES:
+        raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    check_prompt_template(prompt_template)
+    located = _read_located_questions(questions_path)[:limit]
+    if not any(q.get("image") for _, q in located):
+        if not text_only:
+            raise ValueError(f"{questions_path}: no question has an image; pass --text-only to evaluate text alone")
+    elif not Path(images_dir).is_dir():
+        raise ValueError(f"--images {images_dir}: no such folder (the questions' image paths are under it)")
+    answers = None
+    if answers_path is not None:
+        answers = read_answers(answers_path)
+        gold = gold_answers(answers, mode)  # usable in this mode, checked now rather than after generating
+        for where, q in located:
+            if q["question_id"] not in gold:
+                raise unknown_id_error(where, q["question_id"], gold)
+    return [q for _, q in located], answers
+
+
 def run_identity(questions_path: str | os.PathLike, settings: dict[str, Any], model: str | None) -> dict[str, Any]:
     """What a predictions file belongs to: the questions file's content, the model and the settings."""
     digest = hashlib.sha256(Path(questions_path).read_bytes()).hexdigest()
     return {"questions_sha256": digest, "model": model, "settings": settings}
 
 
-def _check_output(out: Path) -> None:
-    if out.is_dir():
-        raise ValueError(f"--out {out} is a folder; name a file")
-    parent = out.parent
-    if parent.exists() and not parent.is_dir():
-        raise ValueError(f"--out {out}: {parent} is a file, not a folder")
-    parent.mkdir(parents=True, exist_ok=True)
+def check_writable(path: str | os.PathLike, option: str) -> None:
+    """Refuse, before any work, a file that could not be written: a folder, a path under a file, a folder
+    we may not write in. Missing folders are fine (they are made when the file is written)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a folder; name a file")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{option} {path}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK):
-        raise ValueError(f"--out {out}: cannot write in {parent}")
+        raise ValueError(f"{option} {path}: cannot write in {parent}")
+
+
+def _check_output(out: Path) -> None:
+    check_writable(out, "--out")
+    out.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _read_done(out: Path) -> dict[Any, dict[str, Any]]:
@@ -110,38 +190,72 @@ def _prepare_output(out: Path, identity: dict[str, Any], overwrite: bool) -> dic
     return done
 
 
-def _answer_chunk(model: Any, processor: Any, chunk: list[dict[str, Any]], images_dir: str | os.PathLike,
-                  prompt_template: str, text_only: bool, max_new_tokens: int, problems: Counter) -> list[str]:
-    """One batch of questions answered, as prediction lines; questions answered without their image are
-    counted in `problems` by reason."""
-    from geovlm.data.images import ImageLoadError
-    from geovlm.serve.chat import answer, prepare_image
+def _load_images(chunk: list[dict[str, Any]], images_dir: str | os.PathLike, text_only: bool,
+                 errors: dict[int, str], problems: Counter) -> list[Any]:
+    """Each question's image (None when it has none, or when it cannot be used: then `errors` says why)."""
+    from geovlm.data.images import ImageLoadError, resolve_image_path
+    from geovlm.serve.chat import prepare_image
 
-    prompts = [prompt_template.format(text=q["text"]) for q in chunk]
-    images, errors = [], {}
+    images: list[Any] = []
     for i, q in enumerate(chunk):
+        images.append(None)
         if not q.get("image"):
-            images.append(None)
             if not text_only:
-                problems["no image in the record"] += 1
+                problems[NO_IMAGE] += 1
+            continue
+        try:  # training's rule: an image path never leaves the image folder
+            path = resolve_image_path(images_dir, q["image"])
+        except ValueError as err:
+            errors[i] = f"image path refused: {err}"
             continue
         try:  # one unreadable image costs its question, not the whole run
-            images.append(prepare_image(Path(images_dir) / q["image"]))
+            images[i] = prepare_image(path)
         except ImageLoadError as err:
-            images.append(None)
             errors[i] = f"image {err.reason}: {q['image']}"
-            problems[f"image {err.reason}"] += 1
-    keep = [i for i in range(len(chunk)) if i not in errors]
-    replies = dict(zip(keep, answer(model, processor, [images[i] for i in keep], [prompts[i] for i in keep],
-                                    batch_size=len(chunk), max_new_tokens=max_new_tokens), strict=True))
+    return images
+
+
+def _answer_chunk(model: Any, processor: Any, chunk: list[dict[str, Any]], images_dir: str | os.PathLike,
+                  prompt_template: str, text_only: bool, max_new_tokens: int, mode: str, problems: Counter,
+                  unanswered: dict[str, list[Any]]) -> list[str]:
+    """One batch of questions answered, as prediction lines. Questions answered without their image are
+    counted in `problems`; those that cannot be asked are recorded with their error and listed in
+    `unanswered`, by reason, and the others are answered all the same."""
+    from geovlm.serve.chat import BadQuestion, ContextTooLong, answer, conversation
+
+    prompts = [prompt_template.format(text=q["text"]) for q in chunk]
+    errors: dict[int, str] = {}
+    images = _load_images(chunk, images_dir, text_only, errors, problems)
+    for i, prompt in enumerate(prompts):
+        if i not in errors:
+            try:
+                conversation(processor, prompt, with_image=images[i] is not None)
+            except BadQuestion as err:
+                errors[i] = f"bad question: {err}"
+    replies: dict[int, str] = {}
+    while True:  # a question too long for the context is set aside; the rest of the batch is still answered
+        keep = [i for i in range(len(chunk)) if i not in errors]
+        try:
+            replies = dict(zip(keep, answer(model, processor, [images[i] for i in keep], [prompts[i] for i in keep],
+                                            batch_size=len(chunk), max_new_tokens=max_new_tokens), strict=True))
+            break
+        except ContextTooLong as err:
+            for k, row in enumerate(err.rows):
+                errors[keep[row]] = f"question too long: {err.describe(k)}"
+    extract = extract_choice if mode == "choice" else extract_number
     lines = []
     for i, (q, prompt) in enumerate(zip(chunk, prompts, strict=True)):
         reply = replies.get(i, "")
-        record = {"question_id": q["question_id"], "prompt": prompt, "text": reply, "extracted": extract_choice(reply)}
+        record = {"question_id": q["question_id"], "prompt": prompt, "text": reply, "extracted": extract(reply)}
         if i in errors:
             record["error"] = errors[i]  # counted as unanswered (wrong) by the scorer
+            unanswered.setdefault(_reason(errors[i]), []).append(q["question_id"])
         lines.append(json.dumps(record, ensure_ascii=False) + "\n")
     return lines
+
+
+def _reason(error: str) -> str:
+    return error.split(":")[0]
 
 
 def evaluate(
@@ -160,43 +274,51 @@ def evaluate(
     text_only: bool = False,
     overwrite: bool = False,
     model_id: str | None = None,
+    mode: str = "choice",
 ) -> EvalResult:
     """Greedy answers for every question, appended one JSON line each (`question_id`, `prompt`, `text` =
-    the whole generation, `extracted` = our letter), then scored when answers are given.
+    the whole generation, `extracted` = our letter, or our number with `mode="number"`), then scored in
+    `mode` when answers are given (as `geovlm score --mode`).
 
     A predictions file left by an interrupted run of the same evaluation (`model_id`, questions,
     settings) is continued; any other existing file is an error unless `overwrite`. A question whose
-    record has no image, or whose image cannot be read, is answered without it (or, unreadable, not at
-    all) and counted by reason; a questions file where no record has an image is an error unless
-    `text_only`."""
+    record has no image is answered without it; one that cannot be asked (see the module's docstring) is
+    recorded unanswered; both are counted by reason. A questions file where no record has an image is an
+    error unless `text_only`."""
     from tqdm.auto import tqdm
 
-    if batch_size < 1:
-        raise ValueError(f"batch size must be at least 1, got {batch_size}")
-    check_prompt_template(prompt_template)
-    questions = read_questions(questions_path)[:limit]
-    if not text_only and not any(q.get("image") for q in questions):
-        raise ValueError(f"{questions_path}: no question has an image; pass --text-only to evaluate text alone")
+    questions, answers = check_inputs(questions_path, answers_path, images_dir, batch_size=batch_size,
+                                      prompt_template=prompt_template, max_new_tokens=max_new_tokens, limit=limit,
+                                      text_only=text_only, mode=mode)
+    context = model.config.text_config.max_position_embeddings
+    if max_new_tokens >= context:  # else every question would be recorded too long, one by one
+        raise ValueError(f"--max-new-tokens {max_new_tokens} leaves no room for a question in the model's "
+                         f"context of {context} tokens")
     out = Path(predictions_path)
     settings = {"prompt_template": prompt_template, "max_new_tokens": max_new_tokens, "limit": limit,
                 "text_only": text_only, "images": os.fspath(Path(images_dir).resolve())}
+    if mode != "choice":  # only then, so that files of earlier (letter) runs still resume
+        settings["mode"] = mode
     done = _prepare_output(out, run_identity(questions_path, settings, model_id), overwrite)
     todo = [q for q in questions if q["question_id"] not in done]
-    problems: Counter = Counter(record["error"].split(":")[0] for record in done.values() if record.get("error"))
+    problems: Counter = Counter()
+    unanswered: dict[str, list[Any]] = {}
+    for qid, record in done.items():
+        if record.get("error"):
+            unanswered.setdefault(_reason(record["error"]), []).append(qid)
     with open(out, "a", encoding="utf-8") as handle, tqdm(
         total=len(questions), initial=len(questions) - len(todo), desc="eval", unit="q", disable=not progress
     ) as bar:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
             handle.write("".join(_answer_chunk(model, processor, chunk, images_dir, prompt_template, text_only,
-                                               max_new_tokens, problems)))
+                                               max_new_tokens, mode, problems, unanswered)))
             handle.flush()  # a kill after this keeps the batch
             os.fsync(handle.fileno())
             bar.update(len(chunk))
     report = None
-    if answers_path is not None:
-        from geovlm.eval.score import read_answers
-
+    if answers is not None:
         wanted = {q["question_id"] for q in questions}
-        report = score([a for a in read_answers(answers_path) if a.question_id in wanted], out)
-    return EvalResult(report, answered=len(todo), resumed=len(questions) - len(todo), problems=problems)
+        report = score([a for a in answers if a.question_id in wanted], out, mode=mode)  # type: ignore[arg-type]
+    return EvalResult(report, answered=len(todo), resumed=len(questions) - len(todo), problems=problems,
+                      unanswered_ids=unanswered)

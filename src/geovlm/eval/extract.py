@@ -88,24 +88,30 @@ def extract_choice(text: str) -> str | None:
 # often the article. The one exception is a lowercase letter that is all there is after "answer:" on
 # its line ("answer:d", "Answer: (d)."), which no sentence produces. "(?![A-Za-z0-9])" keeps words such
 # as "Centimetres" from counting as C.
+#
+# Linear time: no two neighbouring parts of a pattern may match the same characters, or a reply such as
+# "the answer is" + 100,000 newlines backtracks through every way of sharing the whitespace between them
+# (three `\s*` in a row took 31 s on 2,500 newlines). So "\s*[*(\[]*\s*" is written "\s*(?:[*(\[]+\s*)?"
+# and "\s*[:：]?\s*" is written "\s*(?:[:：]\s*)?": the same strings, one way to match each.
 _NOT_WORD = r"(?![A-Za-z0-9])"
+_OPENERS = r"(?:[*(\[]+\s*)?"  # "(", "**", "[" (each run followed by optional space) before the letter
 LENIENT_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     # "Answer: C", "answer:C", "ANSWER - (C)", "Answer：C" (full-width colon), "Answer: **C**"
     (
         "lenient_answer_colon",
-        re.compile(r"(?i:answer)\s*(?:[:：]|-)\s*[*(\[]*\s*([A-D])" + _NOT_WORD),
+        re.compile(r"(?i:answer)\s*(?:[:：]|-)\s*" + _OPENERS + r"([A-D])" + _NOT_WORD),
     ),
     # "answer:d", "Answer: d", "ANSWER: (b)." -- a lowercase letter only when nothing but closing
     # marks follows it on its line ("answer: a triangle" stays unparsed)
     (
         "lenient_answer_colon_lowercase",
-        re.compile(r"(?i:answer)\s*(?:[:：]|-)\s*[*(\[]*\s*([a-d])[*)\]]*[.。!]?[ \t]*$", re.MULTILINE),
+        re.compile(r"(?i:answer)\s*(?:[:：]|-)\s*" + _OPENERS + r"([a-d])[*)\]]*[.。!]?[ \t]*$", re.MULTILINE),
     ),
     # "the answer is C", "The correct answer is option C", "answer is (C)", "answer is: **C**"
     (
         "lenient_answer_is",
         re.compile(
-            r"(?i:answer\s+(?:should\s+be|is)\s*[:：]?\s*(?:option\s+|choice\s+)?)[*(\[]*\s*([A-D])"
+            r"(?i:answer\s+(?:should\s+be|is)\s*(?:[:：]\s*)?(?:(?:option|choice)\s+)?)" + _OPENERS + r"([A-D])"
             + _NOT_WORD
         ),
     ),
@@ -160,7 +166,9 @@ _LATEX_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree"), " "),
     (re.compile(r"\\[dt]?frac\s*" + _BRACED + r"\s*" + _BRACED), r"((\1)/(\2))"),
     (re.compile(r"\\[dt]?frac\s*(\d)\s*(\d)"), r"((\1)/(\2))"),  # \frac34
-    (re.compile(r"\\sqrt\s*\[\s*([^\]]*)\]\s*" + _BRACED), r"((\2)^(1/(\1)))"),
+    # The index starts with a non-space (so `\s*` and it cannot share spaces) and holds no "[" (so a run
+    # of unclosed "\sqrt[" is read once, not once per "\sqrt[": linear time).
+    (re.compile(r"\\sqrt\s*\[\s*((?:[^\s\[\]][^\[\]]*)?)\]\s*" + _BRACED), r"((\2)^(1/(\1)))"),
     (re.compile(r"\\sqrt\s*" + _BRACED), r"√(\1)"),
     (re.compile(r"\^\s*" + _BRACED), r"^(\1)"),
 )

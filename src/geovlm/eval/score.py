@@ -31,15 +31,20 @@ from geovlm.eval.extract import (
 __all__ = [
     "BREAKDOWN_FIELDS",
     "AnswerRecord",
+    "MODES",
     "GroupScore",
     "PredictionRecord",
     "ScoreReport",
+    "gold_answers",
+    "is_correct",
+    "question_id_of",
     "read_answers",
     "read_predictions",
     "score",
 ]
 
 Mode = Literal["choice", "number"]
+MODES: tuple[str, ...] = ("choice", "number")
 QuestionId = int | str
 BREAKDOWN_FIELDS = ("family", "style", "difficulty")
 NO_GROUP = "(none)"  # breakdown label for answers that lack the field
@@ -73,7 +78,8 @@ class PredictionRecord:
 # ---------------------------------------------------------------------------------------------
 
 
-def _question_id(item: Mapping[str, Any], where: str) -> QuestionId:
+def question_id_of(item: Mapping[str, Any], where: str) -> QuestionId:
+    """A record's `question_id`, which must be an integer or a string; ValueError naming `where` otherwise."""
     if "question_id" not in item:
         raise ValueError(f"{where}: missing 'question_id'")
     qid = item["question_id"]
@@ -96,7 +102,7 @@ def _optional_str(item: Mapping[str, Any], key: str, where: str, numbers_ok: boo
 
 def _answer_from(item: Mapping[str, Any], where: str) -> AnswerRecord:
     return AnswerRecord(
-        question_id=_question_id(item, where),
+        question_id=question_id_of(item, where),
         text=_optional_str(item, "text", where),
         value=_optional_str(item, "value", where, numbers_ok=True),
         # a family or difficulty written as a number (difficulty: 2) is still a group label
@@ -112,7 +118,7 @@ def _prediction_from(item: Mapping[str, Any], where: str) -> PredictionRecord:
     if not isinstance(text, str):
         raise ValueError(f"{where}: 'text' must be the generated string, got {text!r}")
     return PredictionRecord(
-        question_id=_question_id(item, where),
+        question_id=question_id_of(item, where),
         text=text,
         prompt=_optional_str(item, "prompt", where),
         where=where,
@@ -300,10 +306,11 @@ def _as_predictions(
     return records
 
 
-def _unknown_id_error(pred: PredictionRecord, gold_ids: Mapping[QuestionId, AnswerRecord]) -> ValueError:
-    message = f"{pred.where}: question_id {pred.question_id!r} is not in the answers"
+def unknown_id_error(where: str, qid: QuestionId, gold_ids: Iterable[QuestionId]) -> ValueError:
+    """The error for an id (of a prediction or a question, at `where`) that the answers lack."""
+    message = f"{where}: question_id {qid!r} is not in the answers"
     # JSON keeps 7 and "7" apart, as G-LLaVA's dict lookup does; say so when that is the cause
-    if any(str(qid) == str(pred.question_id) for qid in gold_ids):
+    if any(str(gold) == str(qid) for gold in gold_ids):
         message += " (the answers use a different type for this id: integer vs string)"
     return ValueError(message)
 
@@ -319,6 +326,42 @@ def _gold_value(answer: AnswerRecord) -> float:
     return value
 
 
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected 'choice' or 'number'")
+
+
+def gold_answers(answers: Iterable[AnswerRecord], mode: Mode) -> dict[QuestionId, str | float]:
+    """Each answer's gold for `mode` -- its letter, or its parsed exact value -- by question id. Raises
+    ValueError naming the first entry that has none, so a bad file fails before anything is counted."""
+    _check_mode(mode)
+    gold: dict[QuestionId, str | float] = {}
+    for answer in answers:
+        if mode == "choice":
+            if answer.text not in CHOICES:
+                raise ValueError(f"{answer.where}: 'text' must be the gold letter A-D, got {answer.text!r}")
+            gold[answer.question_id] = answer.text
+        else:
+            gold[answer.question_id] = _gold_value(answer)
+    return gold
+
+
+def is_correct(reply: str, gold: str | float, mode: Mode = "choice") -> bool:
+    """Whether `reply` gives the `gold` answer: the one decision behind `geovlm score`, `geovlm eval` and
+    the GRPO accuracy reward, so that a reward of 1 is a point on the scoreboard.
+
+    choice: G-LLaVA's extracted letter (`extract_choice`) equals `gold`, which must be a letter A-D.
+    number: the reply's final number (`extract_number`) equals `gold` -- a number, or an exact value
+    such as "2*sqrt(3)" -- up to rounding (`numbers_match`). Unparsed replies and unusable golds are
+    wrong; an unknown mode is a ValueError."""
+    _check_mode(mode)
+    if mode == "choice":
+        return str(gold) in CHOICES and extract_choice(reply) == str(gold)
+    target = gold if isinstance(gold, int | float) and not isinstance(gold, bool) else parse_number(str(gold))
+    value = extract_number(reply)
+    return value is not None and target is not None and numbers_match(value, target)
+
+
 def score(
     answers: Sequence[AnswerRecord | Mapping[str, Any]] | str | os.PathLike[str],
     predictions: Sequence[PredictionRecord | Mapping[str, Any]] | str | os.PathLike[str],
@@ -331,8 +374,7 @@ def score(
     does: `pred == gt`); lenient=True additionally reports accuracy with `extract_choice_lenient`.
     mode="number" compares `extract_number` of the generation with the gold 'value'.
     Raises ValueError on unknown modes, unknown or duplicate ids, and unusable gold entries."""
-    if mode not in ("choice", "number"):
-        raise ValueError(f"unknown mode {mode!r}; expected 'choice' or 'number'")
+    _check_mode(mode)
     if lenient and mode != "choice":
         raise ValueError("lenient extraction applies to choice mode only")
     gold = _as_answers(answers)
@@ -342,17 +384,11 @@ def score(
     pred_by_id: dict[QuestionId, PredictionRecord] = {}
     for pred in preds:
         if pred.question_id not in by_id:
-            raise _unknown_id_error(pred, by_id)
+            raise unknown_id_error(pred.where, pred.question_id, by_id)
         pred_by_id[pred.question_id] = pred
 
     # Validate every gold entry before counting, so a bad file fails whatever the predictions are.
-    gold_values: dict[QuestionId, float] = {}
-    for answer in gold:
-        if mode == "choice":
-            if answer.text not in CHOICES:
-                raise ValueError(f"{answer.where}: 'text' must be the gold letter A-D, got {answer.text!r}")
-        else:
-            gold_values[answer.question_id] = _gold_value(answer)
+    gold_by_id = gold_answers(gold, mode)
 
     fields = [name for name in BREAKDOWN_FIELDS if any(getattr(a, name) is not None for a in gold)]
     lenient_start = 0 if lenient else None
@@ -368,16 +404,12 @@ def score(
         correct = lenient_correct = unparsed = missing = False
         if pred is None:
             missing = True
-        elif mode == "choice":
-            letter = extract_choice(pred.text)
-            unparsed = letter is None
-            correct = letter == answer.text
+        else:
+            extract = extract_choice if mode == "choice" else extract_number
+            unparsed = extract(pred.text) is None
+            correct = is_correct(pred.text, gold_by_id[answer.question_id], mode)
             if lenient:
                 lenient_correct = extract_choice_lenient(pred.text) == answer.text
-        else:
-            number = extract_number(pred.text)
-            unparsed = number is None
-            correct = number is not None and numbers_match(number, gold_values[answer.question_id])
         for group in groups:
             group.total += 1
             group.correct += correct

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from geovlm.eval.extract import CHOICES, extract_choice, extract_number, numbers_match, parse_number
+from geovlm.eval.score import is_correct
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +62,7 @@ def _safe(score: Callable[[str, Any, str], float]) -> RewardFunction:
 
 
 def _correct(text: str, gold: Any, kind: str) -> float:
-    if kind == "choice":
-        return float(str(gold) in CHOICES and extract_choice(text) == str(gold))
-    value, target = extract_number(text), parse_number(str(gold))
-    return float(value is not None and target is not None and numbers_match(value, target))
+    return float(is_correct(text, gold, kind))  # `geovlm score`'s own decision (an unknown kind raises: 0)
 
 
 def _format(text: str, gold: Any, kind: str) -> float:
@@ -98,8 +95,8 @@ def _resolve(name: str) -> RewardFunction:
         raise ValueError(f"unknown reward {name!r}; choose from {sorted(REWARDS)} or give module:function")
     try:
         function = getattr(importlib.import_module(module), attribute)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"reward {name!r} cannot be imported: {err}") from None
+    except Exception as err:  # the user's module may raise anything while it is imported
+        raise ValueError(f"reward {name!r} cannot be imported: {type(err).__name__}: {err}") from None
     if not callable(function):
         raise ValueError(f"reward {name!r} is not a function")
     return function
