@@ -28,11 +28,9 @@ def test_tiny_model_reads_shapes_from_the_diagram(trained):
     blank = trained["results"][BLIND_ROW]["report"]
     assert seen.total == blank.total == 400
     # A model that does not look at the picture answers a blanked diagram as it answers the real one, so
-    # the gap is ~0 (its only noise is whatever the blank image itself shifts). Measured (seen vs blank,
-    # docs/BENCHMARKS.md#quickstart): 45.5 vs 27.5% with this code on 2026-12-02 (seed 0, this test);
-    # with the code before the LLaVA layout 53.2 vs 27.5% (seed 0), 42.2 vs 23.8% (seed 1), 52.2 vs
-    # 25.5% (seed 2). The smallest gap, 18.0, clears a 10-point bar by 8 points (over two standard
-    # errors of a 400-question difference), and a blind model fails it by as much.
+    # the gap is ~0 (its only noise is whatever the blank image itself shifts). 10 points is over two
+    # standard errors of a 400-question difference; the measured gaps of this recipe, and why the bar
+    # sits there, are in docs/BENCHMARKS.md#quickstart.
     assert seen.accuracy - blank.accuracy >= 10.0, trained["table"]
 
 

@@ -3,11 +3,14 @@ only a run of the same stage, data and model."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from geovlm.cli import main as cli_main
 from geovlm.train.config import DataSource, TrainConfig
-from geovlm.train.output_dir import claim_output_dir
+from geovlm.train.output_dir import LOCK_FILE, RunLock, claim_output_dir, clear_previous_run
 from geovlm.train.trainer import COMPLETE_MARKER
 
 
@@ -44,10 +47,62 @@ def test_a_finished_run_is_not_replaced_without_a_flag(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == before
 
 
-def test_overwrite_clears_the_old_run_first(tmp_path):
+def test_overwrite_clears_the_old_run_only_when_asked_to(tmp_path):
     out = tmp_path / "run"
     finished_run(out, config(out))
+    before = sorted(p.name for p in out.iterdir())
     assert claim_output_dir(config(out, overwrite=True)) is None
+    assert sorted(p.name for p in out.iterdir()) == before  # nothing goes before the starting model is loaded
+    clear_previous_run(config(out, overwrite=True))
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["is", "inside", "holds"])
+def test_the_starting_model_is_never_the_output(tmp_path, capsys, where):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "my-notes.txt").write_text("mine")
+    out = {"is": model, "inside": model / "sub", "holds": tmp_path}[where]
+    code = cli_main(["sft", "--init-from", str(model), "--data", str(tmp_path / "elsewhere" / "d.json"),
+                     "--output-dir", str(out), "--overwrite"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "init_from" in err and "outside it" in err, err
+    assert (model / "my-notes.txt").read_text() == "mine" and (model / "config.json").exists()
+
+
+def test_the_data_is_never_inside_the_output(tmp_path):
+    data = tmp_path / "run" / "train.json"
+    with pytest.raises(ValueError, match="holds the data"):
+        claim_output_dir(config(tmp_path / "run", data=[DataSource(path=str(data), images=str(tmp_path / "imgs"))]))
+    with pytest.raises(ValueError, match="is the data images"):
+        claim_output_dir(config(tmp_path / "imgs", data=[DataSource(path="a.json", images=str(tmp_path / "imgs"))]))
+
+
+HOLD_LOCK = """
+import sys, time
+from geovlm.train.output_dir import RunLock
+RunLock(sys.argv[1]).acquire()
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_second_run_on_the_same_folder_is_refused_while_the_first_runs(tmp_path, capsys):
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        code = cli_main(["sft", "--preset", "tiny", "--data", str(tmp_path / "d.json"), "--output-dir", str(out)])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and f"in use by another run (pid {holder.pid})" in err, err
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]  # the second run wrote nothing
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder died without releasing it: the OS did, and the folder can be claimed again.
+    lock = RunLock(out).acquire()
+    lock.release()
     assert list(out.iterdir()) == []
 
 

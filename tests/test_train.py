@@ -14,6 +14,13 @@ from transformers import TrainerCallback, set_seed
 
 from geovlm import GeoVLM, load_pretrained
 from geovlm.data.sources import DataSource
+from geovlm.modeling.special_tokens import (
+    IM_END_ID,
+    IM_START_ID,
+    IMAGE_PAD_ID,
+    VISION_END_ID,
+    VISION_START_ID,
+)
 from geovlm.train.config import TrainConfig
 from geovlm.train.run import build_model, train
 from geovlm.train.trainer import COMPLETE_MARKER, GeoVLMTrainer, last_complete_checkpoint
@@ -45,7 +52,7 @@ def write_corpus(root: Path, n: int = 12) -> Path:
 def config_for(tmp_path: Path, **overrides) -> TrainConfig:
     data = write_corpus(tmp_path / "data") if not (tmp_path / "data").exists() else tmp_path / "data" / "train.json"
     fields = dict(stage="pretrain", preset="tiny", data=[DataSource(path=str(data))], max_steps=2,
-                  per_device_batch_size=2, learning_rate=1e-2, warmup_ratio=0.0, logging_steps=1,
+                  per_device_batch_size=2, learning_rate=1e-2, warmup_steps=0.0, logging_steps=1,
                   save_steps=1000, report_to="none", num_workers=0, progress_bar=False,
                   output_dir=str(tmp_path / "out"), max_length=128)
     fields.update(overrides)
@@ -84,7 +91,7 @@ def test_stage2_last_n_changes_exactly_projector_and_those_layers(tmp_path):
 
 def test_lora_merged_and_adapter_folders_reload_to_identical_logits(tmp_path):
     stage1 = train(config_for(tmp_path, output_dir=str(tmp_path / "stage1")))
-    ids = torch.tensor([[151644, 872, 198, 151652] + [151655] * 49 + [151653, 100, 151645]])
+    ids = torch.tensor([[IM_START_ID, 872, 198, VISION_START_ID] + [IMAGE_PAD_ID] * 49 + [VISION_END_ID, 100, IM_END_ID]])
     pixels = torch.randn(1, 3, 224, 224)
     outputs = []
     for merge in (True, False):

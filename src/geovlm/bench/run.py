@@ -16,7 +16,7 @@ from typing import Any
 from geovlm.bench.cli import USAGE, add_arguments
 from geovlm.bench.common import SECTIONS, Settings, load_average, log, median
 
-# What the issue asks GeoVLM to show against the seed-style method (CPU, real sizes, default settings).
+# The targets GeoVLM holds itself to against the seed-style method (CPU, real sizes, default settings).
 TARGETS = {
     "stage1_time_ratio_max": 0.7,
     "stage1_memory_ratio_max": 0.8,
@@ -254,7 +254,7 @@ def run(settings: Settings) -> dict[str, Any]:
 
 
 def check_targets(results: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """The issue's acceptance figures; meaningful for the default CPU run (real sizes)."""
+    """The targets against the seed-style method; meaningful for the default CPU run (real sizes)."""
     checks: dict[str, Any] = {"applies": not settings.quick and settings.preset == "base"}
     if "stage1" in results:
         r = results["stage1"]["ratios"]

@@ -172,14 +172,6 @@ class GeoVLMDataset(Dataset):
         """Records in all files, malformed ones included (weights not applied)."""
         return sum(s.num_read for s in self._sources)
 
-    def skip_counter(self) -> SkipCounter:
-        """A fresh counter for a training run, holding the malformed records found at load time
-        (they count as seen: ``seen`` starts at their number)."""
-        counter = SkipCounter()
-        counter.merge(self.load_skips)
-        counter.seen = self.load_skips.total
-        return counter
-
     def record(self, idx: int) -> Record:
         return self._sources[self._source_of[idx]].records[self._position[idx]]
 

@@ -1,9 +1,9 @@
 """Accounting for samples that cannot be used: why each was skipped, how many, and when to stop.
 
 A bad record is never patched up; it becomes one :class:`SkipRecord`. The dataset raises
-:class:`SampleSkipped` for it, the training loop adds it to a :class:`SkipCounter`, and the counter raises
-:class:`DataQualityError` once more than ``max_bad_fraction`` of the corpus is bad. The trainer and ``geovlm data
-check`` use it without the dataset.
+:class:`SampleSkipped` for it, the training loop adds it to a :class:`SkipCounter`, and one
+:class:`BadDataBudget` decides, for every stage, when too much of a corpus is bad
+(:class:`DataQualityError`). The trainer and ``geovlm data check`` use them without the dataset.
 """
 
 from __future__ import annotations
@@ -24,7 +24,38 @@ FIX_HINT = ("run `geovlm data check DATA.json --images DIR` to list every bad re
 
 
 class DataQualityError(RuntimeError):
-    """Too many samples of a corpus are unusable (see :meth:`SkipCounter.check_budget`)."""
+    """Too many samples of a corpus are unusable (see :class:`BadDataBudget`)."""
+
+
+@dataclass(frozen=True)
+class BadDataBudget:
+    """The one rule for "too much of the data is bad", shared by the records read at load time, the
+    samples the trainer draws and the RL prompts: at most ``max_fraction`` of them may be unusable."""
+
+    max_fraction: float = 0.05
+
+    def allows(self, bad: int, out_of: int) -> bool:
+        return bad <= self.max_fraction * out_of
+
+    def check(self, bad: int, seen: int, breakdown: str, *, noun: str = "samples", horizon: int | None = None,
+              where: str = "") -> None:
+        """Raise :class:`DataQualityError` when ``bad`` of ``seen`` is over the budget, or, given a
+        ``horizon`` (everything the run will see by the next full check), as soon as ``bad`` is over the
+        budget of the horizon: from then on no number of good items can bring the share back under it.
+        ``breakdown`` names the reasons with examples; ``where`` qualifies the counts (" across all ranks")."""
+        limit = f"max_bad_fraction={100 * self.max_fraction:g}%"
+        if seen <= 0:
+            raise DataQualityError(f"no {noun}{where}: nothing to train on ({breakdown or 'the data holds no records'})")
+        if horizon is None or horizon <= seen:
+            if self.allows(bad, seen):
+                return
+            what = f"{bad} of {seen} {noun}{where} ({100 * bad / seen:.1f}%) were unusable, more than {limit}"
+        else:
+            if self.allows(bad, horizon):
+                return
+            what = (f"{bad} of the {seen} {noun} drawn so far{where} were unusable: more than {limit} of the "
+                    f"{horizon} this epoch draws, whatever the rest holds, so training stops now")
+        raise DataQualityError(f"{what}: {breakdown}; {FIX_HINT}")
 
 
 # --- skip accounting ------------------------------------------------------------------------------------
@@ -60,7 +91,7 @@ class SkipCounter(Mapping[str, int]):
     It is a read-only mapping of the counts (so ``dict(counter)`` and ``sorted(counter.items())`` work) and
     it is picklable. Feed it the ``"skipped"`` entry of each collated batch::
 
-        counter = dataset.skip_counter()  # starts with the malformed records found at load time
+        counter = SkipCounter()
         for batch in loader:
             counter.update(batch.pop("skipped"), seen=len(batch["input_ids"]))
         counter.check_budget(max_bad_fraction=0.05)
@@ -146,15 +177,8 @@ class SkipCounter(Mapping[str, int]):
         return f"{self.total} of {total_seen} {noun}{share} were unusable: {self.breakdown()}"
 
     def check_budget(self, total_seen: int | None = None, max_bad_fraction: float = 0.05) -> None:
-        """Raise :class:`DataQualityError` when more than ``max_bad_fraction`` of the samples were bad.
-
-        ``total_seen`` defaults to :attr:`seen`. For the records read from a corpus, or a finished pass;
-        the trainer's own check (``GeoVLMTrainer.check_skip_budget``) also stops a pass early.
-        """
+        """Raise :class:`DataQualityError` when more than ``max_bad_fraction`` of ``total_seen`` (default:
+        :attr:`seen`) were bad: :class:`BadDataBudget` over this counter."""
         total_seen = self.seen if total_seen is None else total_seen
-        if total_seen <= 0 or self.total / total_seen <= max_bad_fraction:
-            return
-        raise DataQualityError(
-            f"{self.total} of {total_seen} samples ({100 * self.total / total_seen:.1f}%) were unusable, "
-            f"more than max_bad_fraction={100 * max_bad_fraction:g}%: {self.breakdown()}; {FIX_HINT}"
-        )
+        if total_seen > 0 or self.total:
+            BadDataBudget(max_bad_fraction).check(self.total, total_seen, self.breakdown())

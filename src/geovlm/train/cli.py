@@ -52,9 +52,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     quick.add_argument("--out", default="out/quickstart", help="output folder (default: out/quickstart)")
     quick.add_argument("--no-baseline", action="store_true", help="skip the text-only baseline")
     quick.add_argument("--quiet", action="store_true", help="no progress bars")
-    quick.add_argument("--vision", help="real vision backbone (hub id or folder)")
-    quick.add_argument("--llm", help="real language backbone (hub id or folder)")
-    quick.add_argument("--data", help="data root in the README's layout (LLaVA-CC3M-Pretrain-595K/, Geo170K/)")
+    real = quick.add_argument_group(
+        "the real recipe instead (all three switch the quickstart to configs/pretrain.yaml then configs/sft.yaml "
+        "on real backbones and data; no synthetic set, no baseline)")
+    real.add_argument("--vision", help="vision backbone (hub id or folder), e.g. google/siglip-base-patch16-224")
+    real.add_argument("--llm", help="language backbone (hub id or folder), e.g. Qwen/Qwen2.5-0.5B-Instruct")
+    real.add_argument("--data", help="data root in the README's layout (LLaVA-CC3M-Pretrain-595K/, Geo170K/)")
     from geovlm.train.config import add_field_arguments
     from geovlm.train.quickstart import QuickstartRecipe
 
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         train(config)
-    except (ValueError, FileNotFoundError, DataQualityError) as err:
+    except (ValueError, OSError, DataQualityError) as err:  # OSError: a starting model that cannot be loaded
         raise CLIError(error_message(err)) from err
     return 0
 

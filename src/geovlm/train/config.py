@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ import yaml
 from geovlm.constants import DEFAULT_SYSTEM_PROMPT
 from geovlm.data.sources import DataSource
 from geovlm.errors import CLIError
+
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(CLIError, ValueError):
@@ -55,65 +58,86 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
     return " ".join(text.split())  # one line
 
 
+def option(default: Any, help: str) -> Any:
+    """A config field with its default and its one explanation, which `--help` shows (as TRL's fields
+    carry theirs)."""
+    return field(default=default, metadata={"help": help})
+
+
+# Fields renamed to the `TrainingArguments` names they map onto; old YAML files still load, with a warning.
+RENAMED_FIELDS = {"warmup_ratio": "warmup_steps", "gradient_checkpointing": "activation_checkpointing",
+                  "sampling": "train_sampling_strategy"}
+
+
 @dataclass
 class TrainConfig:
     # --- what to train
-    stage: Literal["pretrain", "sft"] = "pretrain"  # pretrain: projector only; sft: projector + part of the LM
-    init_from: str | None = None  # a GeoVLM folder (e.g. the stage-1 output); overrides vision/llm
-    vision: str = "google/siglip-base-patch16-224"  # vision backbone (hub id or folder) for a fresh model
-    llm: str = "Qwen/Qwen2.5-0.5B-Instruct"  # language backbone (hub id or folder) for a fresh model
-    preset: str | None = None  # build a random model of a named size instead ("tiny"); no download
-    merge_mode: Literal["spatial", "sequential"] = "spatial"  # token merge for a fresh model
-    lm_trainable: Literal["none", "last_n", "all", "lora"] = "none"  # which part of the LM trains
-    lm_last_n_layers: int = 4  # with lm_trainable=last_n: the last N decoder layers (+ final norm)
-    train_vision: bool = False  # also train the vision tower
-    freeze_embeddings: bool = False  # keep the (tied) token embeddings fixed even when the LM trains
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    stage: Literal["pretrain", "sft"] = option("pretrain", "pretrain: projector only; sft: projector + part of the LM")
+    init_from: str | None = option(None, "a GeoVLM folder (e.g. the stage-1 output); overrides vision/llm")
+    vision: str = option("google/siglip-base-patch16-224", "vision backbone (hub id or folder) for a fresh model")
+    llm: str = option("Qwen/Qwen2.5-0.5B-Instruct", "language backbone (hub id or folder) for a fresh model")
+    preset: str | None = option(None, 'build a random model of a named size instead ("tiny"); no download')
+    merge_mode: Literal["spatial", "sequential"] = option("spatial", "token merge for a fresh model")
+    lm_trainable: Literal["none", "last_n", "all", "lora"] = option("none", "which part of the LM trains")
+    lm_last_n_layers: int = option(4, "with lm_trainable=last_n: the last N decoder layers (+ final norm)")
+    train_vision: bool = option(False, "also train the vision tower")
+    freeze_embeddings: bool = option(False, "keep the (tied) token embeddings fixed even when the LM trains")
+    lora_r: int = option(16, "LoRA rank (lm_trainable=lora)")
+    lora_alpha: int = option(32, "LoRA scaling numerator (the update is scaled by alpha / r)")
+    lora_dropout: float = option(0.05, "dropout on the LoRA branch")
     lora_target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        metadata={"help": "LM linear layers that get LoRA adapters"},
     )
-    lora_merge_on_save: bool = True  # merge adapters into the weights in the final folder, or save adapters
+    lora_merge_on_save: bool = option(True, "merge adapters into the weights in the final folder, or save adapters")
 
     # --- data
-    data: list[DataSource] = field(default_factory=list)
-    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
-    max_length: int = 1024  # tokens, image span included
-    pad_to_square: bool = True
-    max_bad_fraction: float = 0.05  # stop if more records than this are unusable
-    num_workers: int = 2  # data loader processes
+    data: list[DataSource] = field(default_factory=list, metadata={
+        "help": "training corpora: a list of {path, images, weight} (LLaVA-format JSON/JSONL records, image "
+                "paths relative to `images`); on the command line a path, or a YAML list"})
+    system_prompt: str | None = option(DEFAULT_SYSTEM_PROMPT, "system turn added to every conversation (null: "
+                                       "none); saved with the processor")
+    max_length: int = option(1024, "longest sample in tokens, image span included (longer ones are skipped)")
+    pad_to_square: bool = option(True, "pad images to a white square before resizing (LLaVA's expand2square)")
+    max_bad_fraction: float = option(0.05, "stop if a larger share of the records than this is unusable")
+    num_workers: int = option(2, "data loader processes")
 
     # --- optimisation
-    learning_rate: float = 1e-3
-    projector_lr: float | None = None  # default: learning_rate
-    vision_lr: float | None = None  # default: learning_rate
-    weight_decay: float = 0.0
-    adam_beta2: float = 0.999  # 0.98 adapts faster in short runs (the CPU quickstart)
-    warmup_ratio: float = 0.03
-    lr_scheduler: str = "cosine"
-    max_grad_norm: float = 1.0
-    per_device_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    epochs: float = 1.0
-    max_steps: int = -1  # > 0 overrides epochs
-    seed: int = 42
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 where the hardware has it
-    gradient_checkpointing: bool = False
-    sampling: Literal["group_by_length", "random", "sequential"] = "group_by_length"  # sample order
+    learning_rate: float = option(1e-3, "peak learning rate of the LM (and of the projector and tower unless "
+                                  "set below)")
+    projector_lr: float | None = option(None, "the projector's own learning rate (default: learning_rate)")
+    vision_lr: float | None = option(None, "the vision tower's own learning rate (default: learning_rate)")
+    weight_decay: float = option(0.0, "AdamW weight decay (not applied to biases and norms)")
+    adam_beta2: float = option(0.999, "AdamW's beta2; 0.98 adapts faster in short runs (the CPU quickstart)")
+    warmup_steps: float = option(0.03, "linear warm-up: a number of steps, or (below 1) a fraction of all steps")
+    lr_scheduler: str = option("cosine", "transformers' scheduler name: cosine, linear, constant, "
+                               "constant_with_warmup, ...")
+    max_grad_norm: float = option(1.0, "clip gradients to this global norm (0: no clipping)")
+    per_device_batch_size: int = option(8, "samples per GPU (or CPU process) per step")
+    gradient_accumulation_steps: int = option(1, "steps whose gradients add up before each optimiser step")
+    epochs: float = option(1.0, "passes over the data (fractions allowed)")
+    max_steps: int = option(-1, "optimiser steps to run; > 0 overrides epochs")
+    seed: int = option(42, "seed of the model's initialisation, the data order and sampling")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = option("auto", "auto: bf16 where the hardware has it")
+    activation_checkpointing: bool = option(False, "recompute activations in the backward pass: less memory, "
+                                            "more time")
+    train_sampling_strategy: Literal["group_by_length", "random", "sequential"] = option(
+        "group_by_length", "sample order: similar lengths batched together (less padding), random, or in order")
 
     # --- outputs
-    output_dir: str = "save/pretrain"
-    logging_steps: int = 10
-    save_steps: int = 500
-    save_total_limit: int = 3
-    resume: bool = False  # continue the run in output_dir from its last complete checkpoint
-    overwrite: bool = False  # replace what output_dir holds (otherwise a non-empty output_dir is refused)
-    report_to: str = "tensorboard"
-    deepspeed: str | None = None  # a DeepSpeed JSON config, e.g. configs/deepspeed/zero2.json
-    push_to_hub: bool = False
-    hub_model_id: str | None = None
-    progress_bar: bool = True
+    output_dir: str = option("save/pretrain", "where checkpoints, logs and the final model go")
+    logging_steps: int = option(10, "log loss, learning rate and tokens/s every this many steps")
+    save_steps: int = option(500, "write a checkpoint every this many steps")
+    save_total_limit: int = option(3, "keep at most this many complete checkpoints")
+    resume: bool = option(False, "continue the run in output_dir from its last complete checkpoint")
+    overwrite: bool = option(False, "replace what output_dir holds (otherwise a non-empty output_dir is "
+                             "refused)")
+    report_to: str = option("tensorboard", "where logs go: tensorboard, wandb, ... or none")
+    deepspeed: str | None = option(None, "a DeepSpeed JSON config, e.g. configs/deepspeed/zero2.json")
+    push_to_hub: bool = option(False, "upload the final folder to the Hugging Face hub")
+    hub_model_id: str | None = option(None, "hub repository for push_to_hub (default: the output folder's "
+                                      "name)")
+    progress_bar: bool = option(True, "show a progress bar")
 
     # ------------------------------------------------------------------ YAML
     @classmethod
@@ -125,6 +149,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
+        raw = _renamed(raw)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - names)
         if unknown:
@@ -170,6 +195,18 @@ class TrainConfig:
     @property
     def effective_vision_lr(self) -> float:
         return self.vision_lr if self.vision_lr is not None else self.learning_rate
+
+
+def _renamed(raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` with the old names of renamed fields replaced by the new ones (one warning each)."""
+    values = dict(raw)
+    for old, new in RENAMED_FIELDS.items():
+        if old in values:
+            if new in values:
+                raise ValueError(f"both {old} and {new} are set; {old} is the old name of {new}: keep {new}")
+            logger.warning("config field %r is now %r (the TrainingArguments name); please rename it", old, new)
+            values[new] = values.pop(old)
+    return values
 
 
 def check_field_types(obj: Any) -> None:
@@ -228,22 +265,35 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
 def add_field_arguments(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
     """One `--field VALUE` option per field of the dataclass `cls` (values read as YAML)."""
     group = parser.add_argument_group(title)
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         flag = "--" + f.name.replace("_", "-")
         flags = [flag] if flag == f"--{f.name}" else [flag, f"--{f.name}"]
         # A bare boolean flag (`--resume`) means true.
         extra = {"nargs": "?", "const": "true"} if isinstance(default, bool) else {}
-        group.add_argument(*flags, dest=f.name, default=None, metavar="V", help=f"default: {default!r}", **extra)
+        group.add_argument(*flags, dest=f.name, default=None, metavar="V", help=field_help(f, default, hints[f.name]), **extra)
+        old = next((o for o, n in RENAMED_FIELDS.items() if n == f.name), None)
+        if old:  # the old flag still works (field_overrides says it is renamed)
+            group.add_argument("--" + old.replace("_", "-"), dest=old, default=None, help=argparse.SUPPRESS, **extra)
+
+
+def field_help(f: dataclasses.Field, default: Any, hint: Any) -> str:
+    """The field's explanation, its allowed values (a Literal's choices) and its default."""
+    literals = [h for h in (hint, *typing.get_args(hint)) if typing.get_origin(h) is Literal]
+    parts = [f.metadata.get("help", "")]
+    if literals:
+        parts.append("one of " + ", ".join(str(c) for c in typing.get_args(literals[0])))
+    parts.append(f"default: {default!r}")
+    # argparse formats help with %: a literal percent sign must be doubled.
+    return "; ".join(p for p in parts if p).replace("%", "%%")
 
 
 def field_overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     """The fields of `cls` given on the command line, parsed (see `parse_override`)."""
-    return {
-        f.name: parse_override(cls, f.name, getattr(args, f.name))
-        for f in dataclasses.fields(cls)
-        if getattr(args, f.name, None) is not None
-    }
+    given = {name: value for name in [f.name for f in dataclasses.fields(cls)] + list(RENAMED_FIELDS)
+             if (value := getattr(args, name, None)) is not None}
+    return {name: parse_override(cls, name, text) for name, text in _renamed(given).items()}
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type | None = None) -> None:

@@ -53,7 +53,7 @@ def render_model_card(config: TrainConfig, model_config: Any, eval_results: dict
         f"- started from: {start}",
         f"- trained: projector; LM {lm_part}; vision tower {'trained' if config.train_vision else 'frozen'}",
         f"- learning rate {config.learning_rate:g} (projector {config.effective_projector_lr:g}, "
-        f"vision {config.effective_vision_lr:g}), {config.lr_scheduler} schedule, warm-up {config.warmup_ratio:g}",
+        f"vision {config.effective_vision_lr:g}), {config.lr_scheduler} schedule, warm-up {config.warmup_steps:g}",
         f"- batch {config.per_device_batch_size} per device × {config.gradient_accumulation_steps} accumulation; "
         f"{'max_steps ' + str(config.max_steps) if config.max_steps > 0 else str(config.epochs) + ' epoch(s)'}; "
         f"max length {config.max_length}; precision {config.precision}",

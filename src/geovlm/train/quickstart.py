@@ -21,7 +21,7 @@ from typing import Any
 from PIL import Image
 
 from geovlm.data.sources import DataSource
-from geovlm.train.config import TrainConfig, check_field_types
+from geovlm.train.config import TrainConfig, check_field_types, option
 
 BLANK_IMAGE = "blank.png"
 VISION_ROW = "GeoVLM (sees the diagram)"
@@ -33,39 +33,45 @@ BASELINE_ROW = "text-only baseline (trained blank)"
 class QuickstartRecipe:
     """Everything the CPU quickstart decides; measured choices, see docs/BENCHMARKS.md."""
 
-    seed: int = 0
-    n_problems: int = 10000  # train + test; fewer pictures and the tower overfits (synth takes ~20 s)
-    test_fraction: float = 0.1
+    seed: int = option(0, "seed of the synthetic set, the models and the data order")
+    n_problems: int = option(10000, "problems drawn, train + test; with fewer pictures the tower overfits")
+    test_fraction: float = option(0.1, "share of the problems held out for evaluation")
     # Diagram-only: which of four shapes (choices in a fixed order, so the letter names the shape);
     # text-stated: one-step angle sums, values in the question.
-    families: dict[str, float] = field(default_factory=lambda: {"four_shapes": 0.9, "triangle_angle_sum": 0.1})
-    difficulty: dict[str, float] = field(default_factory=lambda: {"perception": 0.9, "one_step": 0.1})
-    style: str = "text"  # of the reasoning questions (perception questions are always diagram-only)
-    render_size: int = 64  # drawn at the size the tower sees
-    line_scale: float = 6.0  # ~2-4 px lines at 64 px: thin lines vanish for a tower trained from scratch
+    families: dict[str, float] = field(default_factory=lambda: {"four_shapes": 0.9, "triangle_angle_sum": 0.1},
+                                       metadata={"help": "problem families and their shares"})
+    difficulty: dict[str, float] = field(default_factory=lambda: {"perception": 0.9, "one_step": 0.1},
+                                         metadata={"help": "difficulty levels and their shares"})
+    style: str = option("text", "style of the reasoning questions (perception questions are always "
+                                "diagram-only)")
+    render_size: int = option(64, "diagrams are drawn at the size the tower sees")
+    # ~2-4 px lines at 64 px: thin lines vanish for a tower trained from scratch.
+    line_scale: float = option(6.0, "line width multiplier of the drawings")
     vision_config: dict[str, Any] = field(default_factory=lambda: dict(
         image_size=64, patch_size=8, hidden_size=128, intermediate_size=512, num_hidden_layers=2,
-        num_attention_heads=4))
+        num_attention_heads=4), metadata={"help": "the tiny SigLIP tower's config fields"})
     # initializer_range 0.06 (Qwen's 0.02 is meant for width 896+): at width 128 the image's share of
     # the answer position's state, and the letters' logits, start too small to learn from quickly.
     text_config: dict[str, Any] = field(default_factory=lambda: dict(
         hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, initializer_range=0.06))
-    merge_factor: int = 1  # all 64 patches as image tokens: a larger share of the answer's attention than 16
-    system_prompt: str | None = None  # shorter samples; the tiny LM gains nothing from it
-    batch_size: int = 32
-    stage1_steps: int = 20
-    stage1_lr: float = 2e-3
-    stage2_steps: int = 1000
-    stage2_lr: float = 3e-4  # the LM
-    stage2_projector_lr: float = 2e-3
-    stage2_vision_lr: float = 2e-3
-    adam_beta2: float = 0.98
+        num_key_value_heads=2, initializer_range=0.06), metadata={"help": "the tiny Qwen2 LM's config fields"})
+    # All 64 patches as image tokens: a larger share of the answer's attention than 16.
+    merge_factor: int = option(1, "patches per image token")
+    system_prompt: str | None = option(None, "system turn (none: shorter samples; the tiny LM gains nothing "
+                                             "from it)")
+    batch_size: int = option(32, "samples per step, both stages")
+    stage1_steps: int = option(20, "stage-1 (projector) steps")
+    stage1_lr: float = option(2e-3, "stage-1 learning rate")
+    stage2_steps: int = option(1000, "stage-2 steps")
+    stage2_lr: float = option(3e-4, "stage-2 learning rate of the LM")
+    stage2_projector_lr: float = option(2e-3, "stage-2 learning rate of the projector")
+    stage2_vision_lr: float = option(2e-3, "stage-2 learning rate of the vision tower")
+    adam_beta2: float = option(0.98, "AdamW's beta2 (0.98 adapts faster in short runs)")
     # Frozen (tied) embeddings: the 19.4M-row vocabulary update was ~40% of each step, and the
     # model learns faster without it (docs/BENCHMARKS.md#quickstart).
-    freeze_embeddings: bool = True
-    max_new_tokens: int = 16
-    answer_only: bool = True  # train on each reply's final "Answer:X" line (see answer_only_records)
+    freeze_embeddings: bool = option(True, "keep the (tied) token embeddings fixed")
+    max_new_tokens: int = option(16, "tokens generated per held-out question")
+    answer_only: bool = option(True, 'train on each reply\'s final "Answer:X" line (see answer_only_records)')
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -149,7 +155,7 @@ def stage_configs(init: Path, data: Path, out: Path, recipe: QuickstartRecipe, p
     common = dict(data=[DataSource(path=str(data / records), images=str(data / "images"))],
                   per_device_batch_size=recipe.batch_size, seed=recipe.seed, max_length=256, num_workers=1,
                   logging_steps=20, save_steps=10_000, save_total_limit=1, report_to="tensorboard",
-                  progress_bar=progress, precision="fp32", sampling="group_by_length", warmup_ratio=0.05,
+                  progress_bar=progress, precision="fp32", train_sampling_strategy="group_by_length", warmup_steps=0.05,
                   system_prompt=recipe.system_prompt, adam_beta2=recipe.adam_beta2,
                   overwrite=True)  # the quickstart's own folders, made again on each run
     stage1 = TrainConfig(stage="pretrain", init_from=str(init), max_steps=recipe.stage1_steps,

@@ -1,10 +1,13 @@
-"""One training run, either stage: build the model, apply the recipe, hand the loop to the HF Trainer."""
+"""One training run: `run_stage` is the sequence every stage shares (claim the folder, build the model,
+apply the recipe, train, save); `train` is stages 1 and 2 on the HF Trainer (stage 3: `train/rl/run.py`)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import shutil
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,12 @@ def build_model(config: TrainConfig) -> tuple[GeoVLM, GeoVLMProcessor]:
         from geovlm.loading import load_pretrained
 
         # Absolute, so that LoRA adapters saved alone point to their base from any working directory.
-        model, processor = load_pretrained(os.path.abspath(config.init_from))
+        source = os.path.abspath(config.init_from) if os.path.exists(config.init_from) else config.init_from
+        try:
+            model, processor = load_pretrained(source)
+        except OSError as err:  # no such folder or hub id, unreadable weights
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"cannot load init_from {config.init_from!r}: {first}") from err
     elif config.preset:
         from geovlm.loading import build_tiny
 
@@ -66,14 +74,14 @@ def training_argument_values(config: TrainConfig, **overrides: Any) -> dict[str,
         learning_rate=config.learning_rate,
         weight_decay=config.weight_decay,
         adam_beta2=config.adam_beta2,
-        warmup_steps=config.warmup_ratio,
+        warmup_steps=config.warmup_steps,
         lr_scheduler_type=config.lr_scheduler,
         max_grad_norm=config.max_grad_norm,
         num_train_epochs=config.epochs,
         max_steps=config.max_steps,
         seed=config.seed,
-        activation_checkpointing=config.gradient_checkpointing,
-        train_sampling_strategy=config.sampling,
+        activation_checkpointing=config.activation_checkpointing,
+        train_sampling_strategy=config.train_sampling_strategy,
         logging_steps=config.logging_steps,
         save_strategy="steps",
         save_steps=config.save_steps,
@@ -107,45 +115,81 @@ def build_train_dataset(config: TrainConfig, processor: GeoVLMProcessor) -> Any:
 
 
 def train(config: TrainConfig, *, train_dataset: Any = None, callbacks: list | None = None) -> Path:
-    """Run one stage end to end and return the folder of the final, self-contained model."""
+    """Run stage 1 or 2 end to end and return the folder of the final, self-contained model."""
     from geovlm.data.collator import GeoVLMCollator
 
-    resume_from = claim_run_folder(config)
-    set_seed(config.seed)  # a fresh model starts from the same weights in every run (and on resume)
-    model, processor = build_model(config)
-    trainable = apply_recipe(model, config)
-    counts = count_parameters(trainable)
-    print(f"[geovlm] stage {config.stage}: trainable parameters\n{format_parameter_table(counts)}")
-    if config.gradient_checkpointing:
-        model.config.text_config.use_cache = False
-    dataset = train_dataset if train_dataset is not None else build_train_dataset(config, processor)
-    args = training_arguments(config)
-    part_lrs = {"projector": config.effective_projector_lr, "vision_tower": config.effective_vision_lr}
-    trainer = GeoVLMTrainer(
-        model=trainable,
-        args=args,
-        train_dataset=dataset,
-        data_collator=GeoVLMCollator(pad_token_id=processor.tokenizer.pad_token_id),
-        part_lrs=part_lrs,
-        max_bad_fraction=config.max_bad_fraction,
-        callbacks=callbacks,
-    )
-    if hasattr(dataset, "load_skips"):
-        dataset.load_skips.check_budget(dataset.num_records_read, config.max_bad_fraction)
-        trainer.count_skips_from(dataset.load_skips, dataset.num_records_read)
-    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
-    config.to_yaml(Path(config.output_dir) / "train_config.yaml")
-    with fast_training(model):  # the lean loss path, for this run only (see train/fast/forward.py)
-        trainer.train(resume_from_checkpoint=resume_from)
-    print(f"[geovlm] data: {trainer.skip_report()}")
-    out = Path(config.output_dir)
-    save_final(trainer, processor, out, config)
-    if trainer.is_world_process_zero():
-        write_model_card(out, config, model.config, trainable=counts)
-        if config.push_to_hub:
-            push_folder(out, config)
-    trainer.accelerator.wait_for_everyone()
-    return out
+    def make_trainer(model: GeoVLM, trainable: Any, processor: GeoVLMProcessor) -> GeoVLMTrainer:
+        if config.activation_checkpointing:
+            model.config.text_config.use_cache = False
+        dataset = train_dataset if train_dataset is not None else build_train_dataset(config, processor)
+        trainer = GeoVLMTrainer(
+            model=trainable,
+            args=training_arguments(config),
+            train_dataset=dataset,
+            data_collator=GeoVLMCollator(pad_token_id=processor.tokenizer.pad_token_id),
+            part_lrs={"projector": config.effective_projector_lr, "vision_tower": config.effective_vision_lr},
+            max_bad_fraction=config.max_bad_fraction,
+            callbacks=callbacks,
+        )
+        if hasattr(dataset, "load_skips"):
+            dataset.load_skips.check_budget(dataset.num_records_read, config.max_bad_fraction)
+            trainer.count_skips_from(dataset.load_skips, dataset.num_records_read)
+        return trainer
+
+    def report(trainer: GeoVLMTrainer, out: Path) -> None:
+        print(f"[geovlm] data: {trainer.skip_report()}")
+
+    # The lean loss path, for this run only (see train/fast/forward.py).
+    return run_stage(config, make_trainer, loop_context=fast_training, after_training=report)
+
+
+def run_stage(
+    config: TrainConfig,
+    make_trainer: Callable[[GeoVLM, Any, GeoVLMProcessor], Any],
+    *,
+    loop_context: Callable[[GeoVLM], AbstractContextManager] = lambda model: nullcontext(),
+    after_training: Callable[[Any, Path], None] | None = None,
+) -> Path:
+    """The run sequence every stage shares: claim the output folder (one run at a time, never the inputs),
+    load the starting model, only then clear an overwritten folder, apply the recipe, train (resuming
+    when asked), save the final folder, and write its model card (and push it). What differs between
+    stages is how the trainer is made (`make_trainer(model, trainable, processor)`), what wraps its loop,
+    and `after_training(trainer, out)`, run on every process once the model is saved."""
+    from accelerate import PartialState
+
+    from geovlm.train.output_dir import RunLock, check_not_an_input, clear_previous_run
+
+    state = PartialState()
+    check_not_an_input(config)  # before the lock file is written into anything
+    lock = RunLock(config.output_dir).acquire() if state.is_main_process else None
+    try:
+        resume_from = claim_run_folder(config)
+        set_seed(config.seed)  # a fresh model starts from the same weights in every run (and on resume)
+        model, processor = build_model(config)
+        if config.overwrite and state.is_main_process:
+            clear_previous_run(config)
+        state.wait_for_everyone()
+        trainable = apply_recipe(model, config)
+        counts = count_parameters(trainable)
+        print(f"[geovlm] stage {config.stage}: trainable parameters\n{format_parameter_table(counts)}")
+        trainer = make_trainer(model, trainable, processor)
+        out = Path(config.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        config.to_yaml(out / "train_config.yaml")
+        with loop_context(model):
+            trainer.train(resume_from_checkpoint=resume_from)
+        save_final(trainer, processor, out, config)
+        if after_training is not None:
+            after_training(trainer, out)
+        if trainer.is_world_process_zero():
+            write_model_card(out, config, model.config, trainable=counts)
+            if config.push_to_hub:
+                push_folder(out, config)
+        trainer.accelerator.wait_for_everyone()
+        return out
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def claim_run_folder(config: TrainConfig) -> str | None:
@@ -181,7 +225,8 @@ MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json
                "processor_config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
                "chat_template.jinja", "special_tokens_map.json",
                # the code that loads the folder with trust_remote_code
-               "configuration_geovlm.py", "modeling_geovlm.py", "processing_geovlm.py", "connector.py", "presets.py")
+               "configuration_geovlm.py", "modeling_geovlm.py", "processing_geovlm.py", "connector.py", "presets.py",
+               "special_tokens.py")
 
 
 def save_final(trainer: GeoVLMTrainer, processor: GeoVLMProcessor, out: Path, config: TrainConfig) -> None:

@@ -18,7 +18,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_group
 from transformers.trainer_utils import rotate_checkpoints
 
 from geovlm.data.collator import SKIPPED_KEY
-from geovlm.data.skips import FIX_HINT, SKIP_REASONS, DataQualityError, SkipCounter
+from geovlm.data.skips import SKIP_REASONS, BadDataBudget, SkipCounter
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class GeoVLMTrainer(CompleteCheckpoints, Trainer):
     ) -> None:
         super().__init__(*args, **kwargs)
         self.part_lrs = part_lrs or {}
-        self.max_bad_fraction = max_bad_fraction
+        self.budget = BadDataBudget(max_bad_fraction)
         self.skips = SkipCounter()  # samples drawn on this rank that could not be used
         self.load_skips = SkipCounter()  # malformed records found when the files were read (every rank alike)
         self.records_read = 0
@@ -178,20 +178,14 @@ class GeoVLMTrainer(CompleteCheckpoints, Trainer):
             local = self.accelerator.reduce(local.to(self.accelerator.device), reduction="sum").cpu()
         drawn, bad = int(local[0]), int(local[1:].sum()) + self.load_skips.total
         seen = drawn + self.load_skips.total
-        horizon = seen if final else self.load_skips.total + self._draws_at_next_check(drawn)
-        if not seen or bad <= self.max_bad_fraction * horizon:
+        horizon = None if final else self.load_skips.total + self._draws_at_next_check(drawn)
+        if not seen or self.budget.allows(bad, seen if horizon is None else horizon):
             return
         both = SkipCounter()
         both.merge(self.load_skips)
         both.merge(self.skips)
         ranks = " across all ranks" if self.accelerator.num_processes > 1 else ""
-        limit = f"max_bad_fraction={100 * self.max_bad_fraction:g}%"
-        if final:
-            what = f"{bad} of {seen} samples{ranks} were unusable, more than {limit}"
-        else:
-            what = (f"{bad} of the {seen} samples drawn so far{ranks} were unusable: more than {limit} of the "
-                    f"{horizon} this epoch draws, whatever the rest holds, so training stops now")
-        raise DataQualityError(f"{what} ({both.breakdown()}); {FIX_HINT}")
+        self.budget.check(bad, seen, both.breakdown(), horizon=horizon, where=ranks)
 
     def _draws_at_next_check(self, drawn: int) -> int:
         """Samples drawn (all ranks) at the end of this epoch, or of the run if it ends first."""

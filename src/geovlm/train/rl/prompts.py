@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from geovlm.constants import IMAGE_TAG
-from geovlm.data.images import ImageLoadError, load_image, resolve_image_path
-from geovlm.data.records import ASSISTANT, USER, Record, read_records_lenient
+from geovlm.data.encoding import validate_record
+from geovlm.data.images import ImageLoadError, load_image
+from geovlm.data.records import ASSISTANT, USER, Record, RecordError, read_records_lenient
+from geovlm.data.skips import MALFORMED, SkipCounter, SkipRecord
 from geovlm.data.sources import DataSource
 from geovlm.eval.extract import CHOICES, extract_choice, parse_number
 
@@ -50,29 +51,32 @@ def gold_answer(record: Record, mode: str = "auto") -> tuple[str, str] | None:
     return None
 
 
-def build_prompts(sources: Iterable[Any], mode: str = "auto", max_pixels: int | None = None
-                  ) -> tuple[list[RLPrompt], Counter]:
-    """RL prompts from data sources (see :meth:`DataSource.coerce`); also the counts of skipped records
-    by reason."""
+def build_prompts(sources: Iterable[Any], mode: str = "auto", max_pixels: int | None = None,
+                  special_tokens: Sequence[str] = ()) -> tuple[list[RLPrompt], SkipCounter]:
+    """RL prompts from data sources (see :meth:`DataSource.coerce`); also the skipped records, counted by
+    reason. Records go through the rule training applies (`validate_record`: no special token in the
+    text, no image path leaving its root), so a prompt can never hold control tokens."""
     prompts: list[RLPrompt] = []
-    skipped: Counter = Counter()
+    skipped = SkipCounter()
     for source in map(DataSource.coerce, sources):
         path, root = source.path, source.image_root
         records, errors = read_records_lenient(path)
-        skipped["malformed"] += len(errors)
         for err in errors:
             logger.warning("skipping a malformed record: %s", err)
+            skipped.add(SkipRecord(MALFORMED, str(err.record_id or f"line {err.line}"), path, err.problem))
         for record in records:
-            reason, prompt = _prompt(record, root, mode, max_pixels)
+            reason, prompt = _prompt(record, root, mode, max_pixels, special_tokens)
             if prompt is None:
-                skipped[reason] += 1
+                skipped.add(SkipRecord(reason, str(record.id), path))
                 logger.warning("skipping record %s (%s): %s", record.id, path, reason)
             else:
                 prompts.append(prompt)
-    return prompts, +skipped
+        skipped.seen += len(records) + len(errors)
+    return prompts, skipped
 
 
-def _prompt(record: Record, root: str, mode: str, max_pixels: int | None) -> tuple[str, RLPrompt | None]:
+def _prompt(record: Record, root: str, mode: str, max_pixels: int | None, special_tokens: Sequence[str]
+            ) -> tuple[str, RLPrompt | None]:
     users = [t.content for t in record.turns if t.role == USER]
     if record.image is None:
         return "no_image", None
@@ -82,10 +86,13 @@ def _prompt(record: Record, root: str, mode: str, max_pixels: int | None) -> tup
     if gold is None:
         return "no_gold_answer", None
     try:
-        path = resolve_image_path(root, record.image)
+        path = validate_record(record, root, special_tokens)
+    except RecordError as err:
+        return err.code, None  # special_token_in_text, bad_image
+    try:
         load_image(path, **({"max_pixels": max_pixels} if max_pixels else {}))
-    except (ImageLoadError, ValueError) as err:
-        return getattr(err, "reason", "unreadable"), None
+    except ImageLoadError as err:
+        return err.reason, None
     question = users[0].replace(IMAGE_TAG, "").strip()
     return "", RLPrompt(record.id, question, os.fspath(path), gold[0], gold[1])
 

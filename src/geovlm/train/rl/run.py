@@ -8,25 +8,25 @@ an optional KL term to a reference model) is TRL's.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from transformers import set_seed
-
-from geovlm.data.skips import DataQualityError
-from geovlm.train.model_card import write_model_card
-from geovlm.train.recipes import apply_recipe, count_parameters, format_parameter_table
+from geovlm.data.encoding import special_token_strings
+from geovlm.data.skips import BadDataBudget, DataQualityError
 from geovlm.train.rl.config import RLConfig, grpo_fields
 from geovlm.train.rl.prompts import build_prompts, to_dataset
 from geovlm.train.rl.rewards import reward_functions
 from geovlm.train.rl.sampling import sampling_on_support
-from geovlm.train.run import build_model, claim_run_folder, push_folder, save_final, training_argument_values
+from geovlm.train.run import run_stage, training_argument_values
 from geovlm.train.trainer import CompleteCheckpoints
 
+logger = logging.getLogger(__name__)
+
 # TrainingArguments fields of the supervised stages that GRPO sets itself or does not use.
-_NOT_FOR_GRPO = ("activation_checkpointing", "train_sampling_strategy", "remove_unused_columns")
+_NOT_FOR_GRPO = ("train_sampling_strategy", "remove_unused_columns")
 
 
 def grpo_arguments(config: RLConfig, **overrides: Any) -> Any:
@@ -36,7 +36,7 @@ def grpo_arguments(config: RLConfig, **overrides: Any) -> Any:
     values = {k: v for k, v in training_argument_values(config).items() if k not in _NOT_FOR_GRPO}
     _, weights = reward_functions(config.rewards)
     values.update({name: getattr(config, name) for name in grpo_fields()})
-    values.update(gradient_checkpointing=config.gradient_checkpointing, reward_weights=weights)
+    values.update(reward_weights=weights)
     values.update(overrides)
     return GRPOConfig(**values)
 
@@ -63,7 +63,11 @@ def completion_positions_only() -> Iterator[None]:
         yield
         return
     original = getattr(trl_utils, "_use_triton", None)
-    if original is None:
+    if original is None:  # a TRL without this private switch: correct, but every position is scored
+        import trl
+
+        logger.warning("TRL %s has no trl.trainer.utils._use_triton: the CPU GRPO speed-up that scores completion "
+                       "positions only does not apply (results are unchanged, steps are slower)", trl.__version__)
         yield
         return
     trl_utils._use_triton = lambda device: True
@@ -81,37 +85,34 @@ def train_rl(config: RLConfig, *, callbacks: list | None = None) -> Path:
         raise ValueError(f"geovlm rl needs TRL (Python >= 3.11): pip install -e '.[rl]' ({err})") from None
     if not config.data:
         raise ValueError("no prompts: set `data` (a list of {path, images}) in the config")
-    resume_from = claim_run_folder(config)
-    set_seed(config.seed)
-    prompts, skipped = build_prompts(config.data, config.answer_mode)
-    read = len(prompts) + sum(skipped.values())
-    print(f"[geovlm] rl prompts: {len(prompts)} of {read} records"
-          + (f"; skipped {dict(skipped)}" if skipped else ""))
-    if not prompts or sum(skipped.values()) > config.max_bad_fraction * read:
-        raise DataQualityError(
-            f"{sum(skipped.values())} of {read} records cannot be RL prompts ({dict(skipped)}), more than "
-            f"max_bad_fraction={100 * config.max_bad_fraction:g}%; records need an image and a gold answer "
-            f"(answer_mode={config.answer_mode})")
-    model, processor = build_model(config)
-    trainable = apply_recipe(model, config)
-    counts = count_parameters(trainable)
-    print(f"[geovlm] stage rl: trainable parameters\n{format_parameter_table(counts)}")
-    reward_funcs, _ = reward_functions(config.rewards)
-    args = grpo_arguments(config)
-    trainer = grpo_trainer_class()(model=trainable, reward_funcs=reward_funcs, args=args,
-                                   train_dataset=to_dataset(prompts), processing_class=processor,
-                                   callbacks=callbacks)
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    config.to_yaml(out / "train_config.yaml")
-    with completion_positions_only(), sampling_on_support():
-        trainer.train(resume_from_checkpoint=resume_from)
-    save_final(trainer, processor, out, config)
-    if trainer.is_world_process_zero():
-        # The reward curve and the rest of the logged metrics, beside TensorBoard's event files.
-        (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
-        write_model_card(out, config, model.config, trainable=counts)
-        if config.push_to_hub:
-            push_folder(out, config)
-    trainer.accelerator.wait_for_everyone()
-    return out
+    reward_funcs, _ = reward_functions(config.rewards)  # a bad reward fails before anything is loaded
+
+    def make_trainer(model: Any, trainable: Any, processor: Any) -> Any:
+        prompts, skipped = build_prompts(config.data, config.answer_mode,
+                                         special_tokens=special_token_strings(processor.tokenizer))
+        read = len(prompts) + skipped.total
+        if not read:
+            raise DataQualityError(f"no records in {', '.join(s.path for s in config.data)}: nothing to train on")
+        print(f"[geovlm] rl prompts: {len(prompts)} of {read} records"
+              + (f"; skipped {dict(skipped)}" if skipped.total else ""))
+        BadDataBudget(config.max_bad_fraction).check(
+            skipped.total, read, skipped.breakdown() + f" (records need an image and a gold answer, "
+            f"answer_mode={config.answer_mode})", noun="records")
+        if not prompts:
+            raise DataQualityError(f"none of the {read} records can be an RL prompt: {skipped.breakdown()}")
+        return grpo_trainer_class()(model=trainable, reward_funcs=reward_funcs, args=grpo_arguments(config),
+                                    train_dataset=to_dataset(prompts), processing_class=processor,
+                                    callbacks=callbacks)
+
+    def loop_context(model: Any) -> ExitStack:
+        stack = ExitStack()
+        stack.enter_context(completion_positions_only())
+        stack.enter_context(sampling_on_support())
+        return stack
+
+    def write_log_history(trainer: Any, out: Path) -> None:
+        if trainer.is_world_process_zero():
+            # The reward curve and the rest of the logged metrics, beside TensorBoard's event files.
+            (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
+
+    return run_stage(config, make_trainer, loop_context=loop_context, after_training=write_log_history)
