@@ -16,8 +16,13 @@ $(BASE): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e .
 	touch $(BASE)
 
+# lmms-eval goes in without its own requirements (they pull a CUDA torchvision and a newer torch); the
+# `eval` extra lists what it imports (docs/STANDARD_BENCHMARKS.md).
+LMMS_EVAL_SPEC ?= lmms-eval==0.7.3
+
 $(DEV): $(BASE)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps "$(LMMS_EVAL_SPEC)"
 	touch $(DEV)
 
 install: $(BASE)
