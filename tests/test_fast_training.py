@@ -1,5 +1,5 @@
-"""The training fast path (`geovlm.train.fast`): each shortcut against the plain computation, and the
-patch is reversible."""
+"""The training fast path (`geovlm.train.fast`): each shortcut of `FastLoss` against the plain
+computation, and `lean_mlps` against Qwen2's MLP."""
 
 from __future__ import annotations
 
@@ -16,41 +16,71 @@ from geovlm.modeling.special_tokens import (
     VISION_END_ID,
     VISION_START_ID,
 )
-from geovlm.train.fast import FastTraining
+from geovlm.train.fast import FastLoss
+from geovlm.train.fast.swiglu import use_lean_mlps
 
 PAD, IM_START, IM_END, V_START, V_END = IMAGE_PAD_ID, IM_START_ID, IM_END_ID, VISION_START_ID, VISION_END_ID
 
 
-def fast_tiny(**overrides) -> tuple[GeoVLM, FastTraining]:
-    """A tiny model patched for training (restored when the test's objects go)."""
+def fast_tiny(**overrides) -> tuple[GeoVLM, FastLoss]:
+    """A tiny model with lean MLPs, as a training run has it, and a fast loss for it."""
     torch.manual_seed(0)
     model = GeoVLM(GeoVLMConfig.from_preset("tiny", **overrides)).eval()
-    fast = FastTraining(model)
-    fast.enable()
-    return model, fast
+    use_lean_mlps(model)
+    return model, FastLoss()
 
 
 def image_prompt(n_pads: int, text: list[int]) -> list[int]:
     return [IM_START, 872, 198, V_START] + [PAD] * n_pads + [V_END] + text + [IM_END, 198, IM_START, 77091, 198]
 
 
-def test_patch_is_reversible_and_the_plain_forward_is_untouched():
-    from geovlm.train.fast import fast_training
+def test_the_fast_loss_is_the_plain_forwards_and_leaves_the_model_as_it_was():
+    from geovlm.train.fast import lean_mlps
     from geovlm.train.fast.swiglu import LeanQwen2MLP
 
     torch.manual_seed(0)
-    model = GeoVLM(GeoVLMConfig.from_preset("tiny"))
+    model = GeoVLM(GeoVLMConfig.from_preset("tiny")).train()
     ids = torch.tensor([image_prompt(49, [100, 101, 102])])
     pixels = torch.randn(1, 3, 224, 224)
     plain = model(input_ids=ids, pixel_values=pixels, labels=ids)
-    with fast_training(model):
-        assert all(type(layer.mlp) is LeanQwen2MLP for layer in model.model.language_model.layers)
-        fast = model(input_ids=ids, pixel_values=pixels, labels=ids)
-        assert fast.logits is None
-        torch.testing.assert_close(fast.loss, plain.loss)
-    assert "forward" not in vars(model)
+    with lean_mlps(model) as switched:
+        assert switched == 2 and all(type(layer.mlp) is LeanQwen2MLP for layer in model.model.language_model.layers)
+        fast = FastLoss()(model, {"input_ids": ids, "pixel_values": pixels, "labels": ids})
+        torch.testing.assert_close(fast, plain.loss)
+    assert "forward" not in vars(model)  # nothing is patched on the instance
     assert all(type(layer.mlp) is Qwen2MLP for layer in model.model.language_model.layers)
-    assert model(input_ids=ids, pixel_values=pixels, labels=ids).logits is not None
+
+
+def test_an_unexpected_input_is_an_error_not_a_silent_other_loss():
+    model, fast = fast_tiny()
+    ids = torch.tensor([image_prompt(49, [100, 101])])
+    with pytest.raises(ValueError, match="position_ids"):
+        fast(model, {"input_ids": ids, "labels": ids, "pixel_values": torch.randn(1, 3, 224, 224),
+                     "position_ids": torch.arange(ids.shape[1])[None]})
+
+
+def test_the_fast_loss_goes_through_wrappers():
+    from torch.nn.parallel import DistributedDataParallel  # noqa: F401 (its .module attribute is what matters)
+
+    from geovlm.train.fast.loss import geovlm_of
+
+    model, fast = fast_tiny()
+
+    class Wrapper(torch.nn.Module):  # DDP and DeepSpeed hold the model as .module
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, *args, **kwargs):
+            return self.module(*args, **kwargs)
+
+    wrapped = Wrapper(model)
+    assert geovlm_of(wrapped) is model
+    ids = torch.tensor([image_prompt(49, [100, 101, 102])])
+    batch = {"input_ids": ids, "pixel_values": torch.randn(1, 3, 224, 224), "labels": ids}
+    torch.testing.assert_close(fast(wrapped, batch), fast(model, batch))
+    with pytest.raises(TypeError, match="needs a GeoVLM model"):
+        geovlm_of(torch.nn.Linear(2, 2))
 
 
 # ---------------------------------------------------------------------------- loss
@@ -61,13 +91,13 @@ def test_sliced_logit_loss_equals_full_logit_loss():
     labels[:, :-6] = -100
     labels[1, -3:] = -100
     pixels = torch.randn(2, 3, 224, 224)
-    sliced = model(input_ids=ids, pixel_values=pixels, labels=labels).loss
+    sliced = fast(model, {"input_ids": ids, "pixel_values": pixels, "labels": labels})
     logits = model(input_ids=ids, pixel_values=pixels).logits
     full = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
     assert abs(sliced.item() - full.item()) < 1e-5
     # num_items_in_batch turns the mean into a sum over a global token count (gradient accumulation).
     n = int((labels[:, 1:] != -100).sum())
-    summed = model(input_ids=ids, pixel_values=pixels, labels=labels, num_items_in_batch=2 * n).loss
+    summed = fast(model, {"input_ids": ids, "pixel_values": pixels, "labels": labels}, num_items_in_batch=2 * n)
     assert abs(summed.item() - full.item() / 2) < 1e-5
 
 
@@ -75,7 +105,7 @@ def test_sliced_logit_loss_equals_full_logit_loss():
 def test_padded_batch_loss_equals_each_sample_alone(side):
     """Right padding drops the mask (the causal mask hides pads); left padding keeps it. Both must
     give each row the loss and gradient it has alone."""
-    from geovlm.train.fast.forward import padding_is_causally_hidden
+    from geovlm.train.fast.loss import padding_is_causally_hidden
 
     model, fast = fast_tiny()
     model.train()
@@ -90,12 +120,15 @@ def test_padded_batch_loss_equals_each_sample_alone(side):
         span = slice(0, len(row)) if side == "right" else slice(length - len(row), length)
         ids[i, span], mask[i, span] = torch.tensor(row), 1
         labels[i, span] = torch.tensor([-100] * (len(row) - 5) + row[-5:])
-        one = model(input_ids=ids[i:i + 1, span], pixel_values=pixels[i:i + 1], labels=labels[i:i + 1, span])
+        one = fast(model, {"input_ids": ids[i:i + 1, span], "pixel_values": pixels[i:i + 1],
+                           "labels": labels[i:i + 1, span]})
         n = int((labels[i, span][1:] != -100).sum())
-        alone_sum, count = alone_sum + one.loss * n, count + n
+        alone_sum, count = alone_sum + one * n, count + n
     assert padding_is_causally_hidden(mask, labels) == (side == "right")
-    batched = model(input_ids=ids, pixel_values=pixels, attention_mask=mask, labels=labels).loss
+    batched = fast(model, {"input_ids": ids, "pixel_values": pixels, "attention_mask": mask, "labels": labels})
     torch.testing.assert_close(batched, alone_sum / count, rtol=1e-5, atol=1e-5)
+    plain = model(input_ids=ids, pixel_values=pixels, attention_mask=mask, labels=labels).loss
+    torch.testing.assert_close(batched, plain, rtol=1e-5, atol=1e-5)
     grad_batched = torch.autograd.grad(batched, model.model.projector.linear_1.weight)[0]
     grad_alone = torch.autograd.grad(alone_sum / count, model.model.projector.linear_1.weight)[0]
     torch.testing.assert_close(grad_batched, grad_alone, rtol=1e-4, atol=1e-6)
@@ -110,7 +143,7 @@ def test_frozen_vision_tower_builds_no_graph():
     model.model.vision_tower.requires_grad_(False)
     model.model.language_model.requires_grad_(False)
     ids = torch.tensor([image_prompt(49, [100, 101])])
-    loss = model(input_ids=ids, pixel_values=torch.randn(1, 3, 224, 224), labels=ids).loss
+    loss = fast(model, {"input_ids": ids, "pixel_values": torch.randn(1, 3, 224, 224), "labels": ids})
     loss.backward()
     assert model.model.projector.linear_1.weight.grad is not None
     assert all(p.grad is None for p in model.model.vision_tower.parameters())
@@ -152,30 +185,30 @@ def stage1_batch() -> tuple[dict, int]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels, "pixel_values": torch.randn(3, 3, 224, 224)}, length
 
 
-def loss_grad_and_lengths(model: GeoVLM, batch: dict) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+def loss_grad_and_lengths(model: GeoVLM, fast: FastLoss, batch: dict) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Loss, projector gradient, and the sequence length each call of the first LM layer saw."""
     lengths: list[int] = []
     hook = model.model.language_model.layers[0].register_forward_pre_hook(
         lambda m, args: lengths.append(args[0].shape[1]))
-    loss = model(**batch).loss
+    loss = fast(model, batch)
     hook.remove()
     return loss, torch.autograd.grad(loss, model.model.projector.linear_1.weight)[0], lengths
 
 
 def test_shared_prefix_of_a_frozen_lm_runs_once_and_changes_nothing(monkeypatch):
-    from geovlm.train.fast import forward as model_module
+    from geovlm.train.fast import loss as model_module
 
     model, fast = fast_tiny()
     model.train()
     model.model.vision_tower.requires_grad_(False)
     model.model.language_model.requires_grad_(False)
     batch, length = stage1_batch()
-    loss, grad, lengths = loss_grad_and_lengths(model, batch)
+    loss, grad, lengths = loss_grad_and_lengths(model, fast, batch)
     assert lengths == [len(SYSTEM) + 4, length - len(SYSTEM) - 4]  # system turn + "<|im_start|>user\n<|vision_start|>"
-    assert loss_grad_and_lengths(model, batch)[2] == [length - len(SYSTEM) - 4]  # the next step reuses it
+    assert loss_grad_and_lengths(model, fast, batch)[2] == [length - len(SYSTEM) - 4]  # the next step reuses it
     assert fast.shared_prefix.runs == 1
     monkeypatch.setattr(model_module, "shared_prefix_length", lambda *args: 0)
-    plain_loss, plain_grad, plain_lengths = loss_grad_and_lengths(model, batch)
+    plain_loss, plain_grad, plain_lengths = loss_grad_and_lengths(model, fast, batch)
     assert plain_lengths == [length]
     torch.testing.assert_close(loss, plain_loss, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad, plain_grad, rtol=1e-4, atol=1e-7)
@@ -184,7 +217,7 @@ def test_shared_prefix_of_a_frozen_lm_runs_once_and_changes_nothing(monkeypatch)
 def test_shared_prefix_up_to_the_first_target_changes_no_loss(monkeypatch):
     """Text-only rows that share everything up to the answer: the prefix ends one position before
     the first supervised token, whose prediction comes from the rows' own first position."""
-    from geovlm.train.fast import forward as model_module
+    from geovlm.train.fast import loss as model_module
 
     model, fast = fast_tiny()
     model.train().requires_grad_(False)
@@ -200,10 +233,10 @@ def test_shared_prefix_up_to_the_first_target_changes_no_loss(monkeypatch):
     batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
     lengths: list[int] = []
     model.model.language_model.layers[0].register_forward_pre_hook(lambda m, args: lengths.append(args[0].shape[1]))
-    shared = model(**batch).loss
+    shared = fast(model, batch)
     assert lengths == [len(question) - 1, length - len(question) + 1]
     monkeypatch.setattr(model_module, "shared_prefix_length", lambda *args: 0)
-    torch.testing.assert_close(shared, model(**batch).loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(shared, fast(model, batch), rtol=1e-5, atol=1e-6)
 
 
 def test_shared_prefix_is_not_kept_when_weights_could_change_unseen():
@@ -212,19 +245,16 @@ def test_shared_prefix_is_not_kept_when_weights_could_change_unseen():
     model.model.vision_tower.requires_grad_(False)
     model.model.language_model.requires_grad_(False)
     batch, _ = stage1_batch()
-    with torch.no_grad():  # evaluation inside a run takes the plain forward, which keeps nothing
-        assert model(**batch).logits is not None
-    assert fast.shared_prefix.runs == 0
-    model(**batch)
+    fast(model, batch)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # the cached keys were computed in float32
-        model(**batch)
+        fast(model, batch)
     assert fast.shared_prefix.runs == 2
     from peft import LoraConfig, inject_adapter_in_model
 
     inject_adapter_in_model(LoraConfig(target_modules=["k_proj"], r=2), model.model.language_model)
     model.model.language_model.requires_grad_(False)  # adapters can still be switched off or merged via .data
-    model(**batch)
-    model(**batch)
+    fast(model, batch)
+    fast(model, batch)
     assert fast.shared_prefix.runs == 4
 
 
@@ -234,7 +264,7 @@ def test_sliding_window_layers_take_the_whole_sequence():
     model.model.vision_tower.requires_grad_(False)
     model.model.language_model.requires_grad_(False)
     batch, length = stage1_batch()
-    assert loss_grad_and_lengths(model, batch)[2] == [length]  # a window-sized cache would shift positions
+    assert loss_grad_and_lengths(model, fast, batch)[2] == [length]  # a window-sized cache would shift positions
 
 
 def test_shared_prefix_is_recomputed_when_weights_or_ids_change():
@@ -243,18 +273,18 @@ def test_shared_prefix_is_recomputed_when_weights_or_ids_change():
     model.model.vision_tower.requires_grad_(False)
     model.model.language_model.requires_grad_(False)
     batch, _ = stage1_batch()
-    model(**batch)
+    fast(model, batch)
     with torch.no_grad():  # e.g. load_state_dict, or an optimizer on a layer the user unfroze
         model.model.language_model.layers[0].self_attn.k_proj.weight.mul_(64.0)
-    changed = model(**batch).loss
+    changed = fast(model, batch)
     assert fast.shared_prefix.runs == 2
     fast.shared_prefix.clear()
     with torch.no_grad():
         model.model.language_model.layers[0].self_attn.k_proj.weight.div_(64.0)
-    model(**batch)
-    assert not torch.allclose(changed, model(**batch).loss, rtol=0, atol=1e-6)  # the test can tell the weights apart
+    fast(model, batch)
+    assert not torch.allclose(changed, fast(model, batch), rtol=0, atol=1e-6)  # the test can tell the weights apart
     batch["input_ids"][:, 2] = 4  # another system prompt
-    model(**batch)
+    fast(model, batch)
     assert fast.shared_prefix.runs == 4
 
 
@@ -263,14 +293,14 @@ def test_shared_prefix_is_not_used_when_the_lm_trains_or_recomputes():
     model.train()
     model.model.vision_tower.requires_grad_(False)
     batch, length = stage1_batch()
-    assert loss_grad_and_lengths(model, batch)[2] == [length]  # the LM trains: prefix positions need gradients
+    assert loss_grad_and_lengths(model, fast, batch)[2] == [length]  # the LM trains: prefix positions need gradients
     model.model.language_model.requires_grad_(False)
     model.activation_checkpointing_enable(every_n_layers=2)  # a layer's recompute would drop the prefix's cache
-    assert loss_grad_and_lengths(model, batch)[2] == [length]
+    assert loss_grad_and_lengths(model, fast, batch)[2] == [length]
     model.activation_checkpointing_disable()
-    assert len(loss_grad_and_lengths(model, batch)[2]) == 2
+    assert len(loss_grad_and_lengths(model, fast, batch)[2]) == 2
     model.config.text_config.attention_dropout = 0.1  # rows would draw different dropout
-    assert loss_grad_and_lengths(model, batch)[2] == [length]
+    assert loss_grad_and_lengths(model, fast, batch)[2] == [length]
 
 
 
@@ -282,10 +312,15 @@ def test_image_free_batch_still_trains_the_connector():
     model.model.vision_tower.requires_grad_(False)
     model.model.language_model.requires_grad_(False)
     ids = torch.tensor([[IM_START, 872, 198, 100, 101, IM_END, 198, IM_START, 77091, 198, 102, IM_END]])
-    loss = model(input_ids=ids, labels=ids).loss
+    loss = fast(model, {"input_ids": ids, "labels": ids})
     loss.backward()
     grad = model.model.projector.linear_1.weight.grad
     assert grad is not None and torch.count_nonzero(grad) == 0  # used, contributing exactly zero
+    model.zero_grad(set_to_none=True)
+    plain = model(input_ids=ids, labels=ids).loss  # the model's own forward keeps it in the graph too
+    plain.backward()
+    assert model.model.projector.linear_1.weight.grad is not None
+    torch.testing.assert_close(plain, loss)
     with torch.no_grad():
         torch.testing.assert_close(model(input_ids=ids, labels=ids).loss, loss.detach())
 

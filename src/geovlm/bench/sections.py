@@ -70,7 +70,8 @@ class TrainStepRunner:
 
     def __init__(self, settings: Settings, stage: str, variant: str) -> None:
         from geovlm.train.config import TrainConfig
-        from geovlm.train.fast import FastTraining
+        from geovlm.train.fast import FastLoss
+        from geovlm.train.fast.swiglu import use_lean_mlps
         from geovlm.train.recipes import apply_recipe, count_parameters
 
         if variant not in TRAIN_VARIANTS:
@@ -84,8 +85,10 @@ class TrainStepRunner:
         device = settings.device
         t0 = time.perf_counter()
         self.model, processor = build_model(settings.preset, seed=settings.seed)
-        if variant != "seed":  # GeoVLM trains through its fast path; the seed used the plain model
-            FastTraining(self.model).enable()
+        # GeoVLM trains with its fast loss and lean MLPs (as GeoVLMTrainer does); the seed, the plain model.
+        self.fast_loss = FastLoss() if variant != "seed" else None
+        if variant != "seed":
+            use_lean_mlps(self.model)
         if stage == "stage1":
             recipe = TrainConfig(stage="pretrain")
         else:
@@ -118,7 +121,7 @@ class TrainStepRunner:
                 return seed_loss(self.model, self.batch, self.pad_id)
             if self.flce is not None:
                 return _geovlm_flce_loss(self.model, self.batch, self.flce)
-            return self.model(**self.batch).loss
+            return self.fast_loss(self.model, self.batch)
 
     def _step(self) -> float:
         loss = self._loss()

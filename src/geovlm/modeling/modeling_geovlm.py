@@ -129,10 +129,21 @@ class GeoVLMModel(GeoVLMPreTrainedModel):
             n_pads = int((input_ids == self.config.image_token_id).sum())
             if n_pads and not decoding:
                 raise ValueError(f"input_ids hold {n_pads} <|image_pad|> tokens but no pixel_values were given")
+            if self.training and torch.is_grad_enabled():
+                embeds = embeds + self._unused_connector_term(embeds)
             return embeds
         features = self.get_image_features(pixel_values).pooler_output
         mask = self.get_placeholder_mask(input_ids, features)
         return embeds.masked_scatter(mask, features.to(embeds.dtype))
+
+    def _unused_connector_term(self, embeds: torch.Tensor) -> torch.Tensor | float:
+        """A zero that depends on every trainable tower and projector weight, for an image-free training
+        batch: without it stage 1 has no gradient at all, and DDP fails on weights a step did not use."""
+        connector = [*self.projector.parameters(), *self.vision_tower.parameters()]
+        if not any(p.requires_grad for p in connector):
+            return 0.0
+        size = self.config.vision_config.image_size
+        return self.get_image_features(embeds.new_zeros(1, 3, size, size)).pooler_output.sum() * 0.0
 
     def forward(
         self,

@@ -16,7 +16,7 @@ from transformers import TrainingArguments, set_seed
 
 from geovlm.modeling import GeoVLM, GeoVLMProcessor
 from geovlm.train.config import TrainConfig
-from geovlm.train.fast import fast_training
+from geovlm.train.fast import FastLoss, lean_mlps
 from geovlm.train.model_card import write_model_card
 from geovlm.train.recipes import apply_recipe, count_parameters, format_parameter_table
 from geovlm.train.trainer import GeoVLMTrainer
@@ -129,6 +129,7 @@ def train(config: TrainConfig, *, train_dataset: Any = None, callbacks: list | N
             data_collator=GeoVLMCollator(pad_token_id=processor.tokenizer.pad_token_id),
             part_lrs={"projector": config.effective_projector_lr, "vision_tower": config.effective_vision_lr},
             max_bad_fraction=config.max_bad_fraction,
+            fast_loss=FastLoss(),  # the loss with less memory and time (train/fast/loss.py)
             callbacks=callbacks,
         )
         if hasattr(dataset, "load_skips"):
@@ -139,8 +140,8 @@ def train(config: TrainConfig, *, train_dataset: Any = None, callbacks: list | N
     def report(trainer: GeoVLMTrainer, out: Path) -> None:
         print(f"[geovlm] data: {trainer.skip_report()}")
 
-    # The lean loss path, for this run only (see train/fast/forward.py).
-    return run_stage(config, make_trainer, loop_context=fast_training, after_training=report)
+    # The MLPs keep a third less for the backward while this run trains (train/fast/swiglu.py).
+    return run_stage(config, make_trainer, loop_context=lean_mlps, after_training=report)
 
 
 def run_stage(
@@ -155,11 +156,9 @@ def run_stage(
     when asked), save the final folder, and write its model card (and push it). What differs between
     stages is how the trainer is made (`make_trainer(model, trainable, processor)`), what wraps its loop,
     and `after_training(trainer, out)`, run on every process once the model is saved."""
-    from accelerate import PartialState
-
     from geovlm.train.output_dir import RunLock, check_not_an_input, clear_previous_run
 
-    state = PartialState()
+    state = process_state()
     check_not_an_input(config)  # before the lock file is written into anything
     lock = RunLock(config.output_dir).acquire() if state.is_main_process else None
     try:
@@ -192,13 +191,22 @@ def run_stage(
             lock.release()
 
 
-def claim_run_folder(config: TrainConfig) -> str | None:
-    """`claim_output_dir` on every process before any of them writes; the checkpoint to resume from."""
+def process_state() -> Any:
+    """This run's processes as the Trainer will join them (gloo on a machine without GPUs: a plain
+    `PartialState()` there sees each torchrun process as the only one), so that exactly one claims the
+    output folder and all wait for it."""
     from accelerate import PartialState
 
+    on_gpu = torch.cuda.is_available()
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return PartialState(cpu=not on_gpu, **({"backend": "gloo"} if several and not on_gpu else {}))
+
+
+def claim_run_folder(config: TrainConfig) -> str | None:
+    """`claim_output_dir` on every process before any of them writes; the checkpoint to resume from."""
     from geovlm.train.output_dir import claim_output_dir
 
-    state = PartialState()
+    state = process_state()
     try:
         checkpoint = claim_output_dir(config, is_main_process=state.is_main_process)
     finally:

@@ -1,5 +1,6 @@
-"""`GeoVLMTrainer`: the HF Trainer with per-part learning rates, cheap length grouping, skip
-accounting, tokens/s in the logs, and checkpoints that count only once completely written."""
+"""`GeoVLMTrainer`: the HF Trainer with the fast training loss (`train/fast/loss.py`), per-part learning
+rates, cheap length grouping, skip accounting, tokens/s in the logs, and checkpoints that count only once
+completely written."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from transformers.trainer_utils import rotate_checkpoints
 
 from geovlm.data.collator import SKIPPED_KEY
 from geovlm.data.skips import SKIP_REASONS, BadDataBudget, SkipCounter
+from geovlm.train.fast.loss import FastLoss
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +75,11 @@ class GeoVLMTrainer(CompleteCheckpoints, Trainer):
         *args: Any,
         part_lrs: dict[str, float] | None = None,
         max_bad_fraction: float = 0.05,
+        fast_loss: FastLoss | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.fast_loss = fast_loss  # the training loss with less memory and time; None: the model's own
         self.part_lrs = part_lrs or {}
         self.budget = BadDataBudget(max_bad_fraction)
         self.skips = SkipCounter()  # samples drawn on this rank that could not be used
@@ -138,6 +142,10 @@ class GeoVLMTrainer(CompleteCheckpoints, Trainer):
             self.check_skip_budget(final=False)
         if "attention_mask" in inputs:
             self._tokens_since_log += int(inputs["attention_mask"].sum())
+        if self.fast_loss is not None and model.training and not return_outputs:
+            # HF's compute_loss keeps its bookkeeping (num_items_in_batch in, the scaling across devices
+            # out); the call it makes to the model is the fast loss (train/fast/loss.py).
+            model = _LossOnly(self.fast_loss, model)
         return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                     num_items_in_batch=num_items_in_batch)
 
@@ -196,6 +204,17 @@ class GeoVLMTrainer(CompleteCheckpoints, Trainer):
             return run_end or drawn
         epoch_end = max(1, math.ceil(drawn / per_epoch)) * per_epoch
         return min(epoch_end, run_end) if run_end else epoch_end
+
+
+class _LossOnly:
+    """Stands in for the model inside `Trainer.compute_loss`: called with the batch, it returns the
+    fast loss of the real model, which the Trainer then treats as the model's own."""
+
+    def __init__(self, fast_loss: FastLoss, model: nn.Module) -> None:
+        self.fast_loss, self.model = fast_loss, model
+
+    def __call__(self, num_items_in_batch: Any = None, **inputs: Any) -> dict[str, torch.Tensor]:
+        return {"loss": self.fast_loss(self.model, inputs, num_items_in_batch)}
 
 
 class SkipReportCallback(TrainerCallback):

@@ -10,10 +10,16 @@ gradients are bit-identical.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.models.qwen2.modeling_qwen2 import Qwen2MLP
+
+logger = logging.getLogger(__name__)
 
 
 class _SiluMul(torch.autograd.Function):
@@ -42,6 +48,19 @@ class LeanQwen2MLP(Qwen2MLP):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(silu_mul(self.gate_proj(x), self.up_proj(x)))
+
+
+@contextmanager
+def lean_mlps(model: nn.Module) -> Iterator[int]:
+    """For the block (a training run): every SiLU Qwen2MLP of `model` runs as `LeanQwen2MLP` (same
+    parameters, outputs and gradients; a third less activation memory). Yields how many were switched."""
+    count = use_lean_mlps(model)
+    if count:
+        logger.info("%d Qwen2 MLPs train through the lean SwiGLU backward (geovlm.train.fast.swiglu)", count)
+    try:
+        yield count
+    finally:
+        use_lean_mlps(model, lean=False)
 
 
 def use_lean_mlps(module: nn.Module, lean: bool = True) -> int:
