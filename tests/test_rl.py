@@ -334,3 +334,14 @@ def test_the_cpu_scoring_switch_warns_when_trl_no_longer_has_it(monkeypatch, cap
     with caplog.at_level("WARNING", logger="geovlm.train.rl.run"), completion_positions_only():
         pass
     assert any("_use_triton" in m and "does not apply" in m for m in caplog.messages)
+
+
+def test_support_sampling_warns_and_steps_aside_when_transformers_changed(monkeypatch, caplog):
+    from transformers.generation import utils as generation_utils
+
+    from geovlm.train.rl import sampling
+
+    monkeypatch.delattr(generation_utils, "torch")
+    with caplog.at_level("WARNING", logger="geovlm.train.rl.sampling"), sampling.sampling_on_support():
+        assert not hasattr(generation_utils, "torch")  # nothing was put in its place
+    assert any("samples through torch.multinomial" in m for m in caplog.messages)

@@ -8,12 +8,15 @@ the same distribution (a zero-probability token is never drawn) for ~5% of the c
 
 from __future__ import annotations
 
+import logging
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 # Rows with more non-zero entries than this (no top-k filter, a wide top-p) use torch.multinomial as is.
 SUPPORT_CAP = 256
@@ -46,7 +49,12 @@ def sampling_on_support() -> Iterator[None]:
     nothing else in the process changes."""
     from transformers.generation import utils as generation_utils
 
-    original = generation_utils.torch
+    original = getattr(generation_utils, "torch", None)
+    if original is not torch:  # transformers no longer samples through its module's `torch`: leave it be
+        logger.warning("transformers.generation.utils has no `torch` module attribute: GRPO samples through "
+                       "torch.multinomial over the whole vocabulary (same results, slower on a CPU)")
+        yield
+        return
     generation_utils.torch = _TorchWithSupportSampling("torch")
     try:
         yield
