@@ -126,3 +126,19 @@ def test_bench_subcommand_parses():
     cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["bench", "--quick", "--json", "out.json", "--sections", "stage1,generation"])
     assert args.quick and args.json == "out.json" and args.func is cli.run
+
+
+def test_settings_come_from_the_options_without_writing_back_into_them():
+    import argparse
+
+    from geovlm.bench.cli import add_arguments
+    from geovlm.bench.run import settings_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--quick", "--device", "cpu", "--reps", "3", "--sections", "stage1"])
+    settings = settings_from_args(args)
+    assert (settings.reps, settings.stage2_reps, settings.sections) == (3, 3, ["stage1"])
+    assert args.stage2_reps is None  # the parsed options stay what the user typed
+    args = parser.parse_args(["--quick", "--device", "cpu", "--reps", "3", "--stage2-reps", "1"])
+    assert settings_from_args(args).stage2_reps == 1

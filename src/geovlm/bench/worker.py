@@ -3,7 +3,7 @@
     python -m geovlm.bench.worker '{"settings": {...}, "stage": "stage1", "variant": "seed"}'
 
 Each variant runs in a fresh process so that its peak memory is its own; the parent keeps two of
-them alive and alternates their steps (see `geovlm.bench.run.paired_training`), so that both see the
+them alive and alternates their steps (see `geovlm.bench.runners.paired_training`), so that both see the
 same background load. Protocol: the worker prints `@@bench {"ok": "ready"}` once built, then answers
 each JSON command line (`{"cmd": "warmup" | "rep" | "result", ...}`) with one `@@bench` line holding
 `{"ok": value}` or `{"error": traceback}`. Other output (warnings) may appear between them.
