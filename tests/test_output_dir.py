@@ -150,3 +150,11 @@ def test_the_cli_refuses_before_building_anything(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "--overwrite" in err
     assert (out / "model.safetensors").read_bytes() == b"weights"
+
+
+def test_a_starting_model_that_cannot_be_loaded_is_one_line_and_leaves_no_folder(tmp_path, capsys):
+    code = cli_main(["sft", "--init-from", "/nonexistent/model", "--data", str(tmp_path / "d.json"),
+                     "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "cannot load init_from '/nonexistent/model'" in err, err
+    assert not (tmp_path / "out").exists()
