@@ -31,6 +31,8 @@ SPECIAL_TOKEN_NAMES: tuple[str, ...] = (
     "<|repo_name|>",
     "<|file_sep|>",
 )
+# Qwen2.5 registers these as added tokens that are *not* special (they survive skip_special_tokens).
+NON_SPECIAL_ADDED = frozenset(SPECIAL_TOKEN_NAMES[SPECIAL_TOKEN_NAMES.index("<tool_call>"):])
 FIRST_SPECIAL_ID = 151643  # == the number of BPE ranks in qwen.tiktoken
 SPECIAL_TOKEN_IDS: dict[str, int] = {name: FIRST_SPECIAL_ID + i for i, name in enumerate(SPECIAL_TOKEN_NAMES)}
 # Size of Qwen2.5's embedding matrix (padded past the 151,665 tokenizer entries); not the tokenizer length.

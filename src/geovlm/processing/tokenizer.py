@@ -30,6 +30,7 @@ from geovlm.modeling.processing_geovlm import LEGACY_CHATML_TEMPLATE
 from geovlm.modeling.special_tokens import (
     FIRST_SPECIAL_ID,
     IMAGE_PAD_TOKEN,
+    NON_SPECIAL_ADDED,
     QWEN_VOCAB_SIZE,
     SPECIAL_TOKEN_NAMES,
     VISION_END_TOKEN,
@@ -56,19 +57,6 @@ QWEN_PRETOKENIZE_REGEX = (
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
-# Qwen2.5 registers these as added tokens that are *not* special (they survive skip_special_tokens).
-_NON_SPECIAL_ADDED = frozenset(
-    {
-        "<tool_call>",
-        "</tool_call>",
-        "<|fim_prefix|>",
-        "<|fim_middle|>",
-        "<|fim_suffix|>",
-        "<|fim_pad|>",
-        "<|repo_name|>",
-        "<|file_sep|>",
-    }
-)
 
 
 # ChatML without Qwen's default system prompt: callers add their own system turn. '\n' is a Jinja string
@@ -182,7 +170,7 @@ def _build_backend() -> Tokenizer:
 
     # Add one at a time so each gets the next id in Qwen's order.
     for name, expected_id in QWEN_SPECIAL_TOKENS.items():
-        special = name not in _NON_SPECIAL_ADDED
+        special = name not in NON_SPECIAL_ADDED
         backend.add_tokens([AddedToken(name, lstrip=False, rstrip=False, normalized=False, special=special)])
         if backend.token_to_id(name) != expected_id:
             raise RuntimeError(f"{name} got id {backend.token_to_id(name)}, expected {expected_id}")
@@ -199,7 +187,7 @@ def build_qwen_tokenizer() -> PreTrainedTokenizerFast:
         unk_token=None,
         # Qwen2.5's additional_special_tokens: every special added token except <|endoftext|>.
         extra_special_tokens=[
-            n for n in SPECIAL_TOKEN_NAMES if n not in _NON_SPECIAL_ADDED and n != "<|endoftext|>"
+            n for n in SPECIAL_TOKEN_NAMES if n not in NON_SPECIAL_ADDED and n != "<|endoftext|>"
         ],
         model_max_length=32768,
         padding_side="right",
