@@ -20,8 +20,9 @@ $(BASE): pyproject.toml
 # `eval` extra lists what it imports (docs/STANDARD_BENCHMARKS.md).
 LMMS_EVAL_SPEC ?= lmms-eval==0.7.3
 
+# DS_BUILD_OPS=0: DeepSpeed (in dev) installs as pure Python and compiles its ops when first used.
 $(DEV): $(BASE)
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install --quiet -e ".[dev]"
 	$(BIN)/python -m pip install --quiet --no-deps "$(LMMS_EVAL_SPEC)"
 	touch $(DEV)
 

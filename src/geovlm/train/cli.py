@@ -82,11 +82,13 @@ def run(args: argparse.Namespace) -> int:
         from geovlm.train.run import train
 
     from geovlm.data.skips import DataQualityError
+    from geovlm.train.run import end_distributed
 
     try:
         train(config)
     except (ValueError, OSError, DataQualityError) as err:  # OSError: a starting model that cannot be loaded
         raise CLIError(error_message(err)) from err
+    end_distributed()  # under torchrun: all processes leave together (DeepSpeed can abort at exit otherwise)
     return 0
 
 

@@ -87,7 +87,7 @@ def training_argument_values(config: TrainConfig, **overrides: Any) -> dict[str,
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
         report_to=[] if config.report_to in ("none", "") else [config.report_to],
-        deepspeed=config.deepspeed,
+        deepspeed=deepspeed_config_path(config.deepspeed),
         dataloader_num_workers=config.num_workers,
         remove_unused_columns=False,  # the collator's keys are the model's inputs
         disable_tqdm=not config.progress_bar,
@@ -158,7 +158,12 @@ def run_stage(
     and `after_training(trainer, out)`, run on every process once the model is saved."""
     from geovlm.train.output_dir import RunLock, check_not_an_input, clear_previous_run
 
+    check_parallelism(config)  # before any process claims or loads anything
+    if config.deepspeed:
+        single_process_launch()
     state = process_state()
+    if config.deepspeed:
+        join_deepspeed_comm()
     check_not_an_input(config)  # before the lock file is written into anything
     lock = RunLock(config.output_dir).acquire() if state.is_main_process else None
     try:
@@ -189,6 +194,112 @@ def run_stage(
     finally:
         if lock is not None:
             lock.release()
+
+
+def deepspeed_config_path(name: str | None) -> str | None:
+    """The DeepSpeed JSON config a run names: a path as given, or else one shipped with the package by its
+    name (`configs/deepspeed/zero2.json`, `zero3.json`, or just `zero2`), so that the README's commands work
+    from any folder once geovlm is installed."""
+    if not name or os.path.isfile(name):
+        return name
+    from importlib import resources
+
+    stem = Path(name).name.removesuffix(".json")
+    shipped = resources.files("geovlm") / "configs" / "deepspeed" / f"{stem}.json"
+    if shipped.is_file():
+        return str(shipped)
+    raise ValueError(f"deepspeed: no such config file {name!r} (shipped: configs/deepspeed/zero2.json, zero3.json)")
+
+
+def deepspeed_settings(config: TrainConfig) -> dict[str, Any]:
+    """The JSON config `config.deepspeed` names ({} without DeepSpeed)."""
+    import json
+
+    path = deepspeed_config_path(config.deepspeed)
+    if not path:
+        return {}
+    try:
+        settings = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"deepspeed: cannot read {path}: {err}") from None
+    if not isinstance(settings, dict):
+        raise ValueError(f"deepspeed: {path} is not a JSON object")
+    return settings
+
+
+def zero_stage(config: TrainConfig) -> int:
+    """The ZeRO stage a run's DeepSpeed config asks for (0 without DeepSpeed)."""
+    stage = deepspeed_settings(config).get("zero_optimization", {}).get("stage", 0)
+    return int(stage) if str(stage).isdigit() else 0
+
+
+def check_parallelism(config: TrainConfig) -> None:
+    """Refuse, in one line and before anything is loaded, a parallel set-up this run would not honour:
+
+    - FSDP on a machine without GPUs (`accelerate launch --use_fsdp` or an accelerate config with FSDP):
+      accelerate attaches its FSDP plugin only on GPUs, so the Trainer would silently run plain DDP.
+      (TrainConfig has no FSDP field; on GPUs FSDP goes through accelerate, untested here.)
+    - DeepSpeed without the package, or a ZeRO-3 config whose final save would not gather the full weights;
+    - LoRA merged on save under ZeRO-3 (the merge needs the full weights in one process), at the start
+      rather than after the whole run.
+    """
+    from accelerate.utils import parse_flag_from_env
+
+    if parse_flag_from_env("ACCELERATE_USE_FSDP") and not torch.cuda.is_available():
+        raise ValueError("FSDP needs GPUs (on a CPU the HF Trainer would silently run plain DDP instead): "
+                         "use --deepspeed configs/deepspeed/zero3.json to shard on CPUs")
+    if not config.deepspeed:
+        return
+    settings = deepspeed_settings(config)
+    try:
+        import deepspeed  # noqa: F401
+    except ImportError as err:
+        raise ValueError(f"--deepspeed needs the deepspeed package: DS_BUILD_OPS=0 pip install 'geovlm[deepspeed]' "
+                         f"({err})") from None
+    if zero_stage(config) == 3:
+        zero = settings.get("zero_optimization", {})
+        gather = zero.get("stage3_gather_16bit_weights_on_model_save", zero.get("gather_16bit_weights_on_model_save"))
+        if gather is not True:
+            raise ValueError(f"{config.deepspeed}: ZeRO-3 needs \"stage3_gather_16bit_weights_on_model_save\": true "
+                             "in zero_optimization, so that the final folder holds the full weights")
+        if config.lm_trainable == "lora" and config.lora_merge_on_save:
+            raise ValueError("merging LoRA under ZeRO-3 is not supported: set lora_merge_on_save: false "
+                             "(adapters saved beside init_from) or use configs/deepspeed/zero2.json")
+
+
+def single_process_launch() -> None:
+    """DeepSpeed in one process without a launcher (`geovlm sft --deepspeed ...`, not under torchrun): the
+    environment a launcher gives a world of one, so that DeepSpeed does not look for MPI to find its peers."""
+    if any(name in os.environ for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK")):
+        return  # torchrun, accelerate launch, the deepspeed launcher
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
+def join_deepspeed_comm() -> None:
+    """Let DeepSpeed's own communication layer use this run's process group before anything is built: a
+    model made under ZeRO-3 before the Trainer starts DeepSpeed (TRL's GRPO reference model, created with
+    `zero.Init`) would otherwise see a world of one process and fail its batch-size check."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend=dist.get_backend(), auto_mpi_discovery=False)
+
+
+def end_distributed() -> None:
+    """End a multi-process run cleanly: every process waits for the others, then leaves the process group
+    (without it DeepSpeed's runs can abort at interpreter exit). A no-op in one process."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def process_state() -> Any:
@@ -245,13 +356,21 @@ def save_final(trainer: GeoVLMTrainer, processor: GeoVLMProcessor, out: Path, co
     if trainer.is_world_process_zero():
         shutil.rmtree(staging, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
+    plugin = trainer.accelerator.state.deepspeed_plugin if trainer.is_deepspeed_enabled else None
+    zero3 = plugin is not None and int(plugin.zero_stage or 0) == 3
     if config.lm_trainable == "lora" and config.lora_merge_on_save:
-        if trainer.is_deepspeed_enabled and "3" in str(trainer.accelerator.state.deepspeed_plugin.zero_stage):
+        if zero3:  # check_parallelism refuses this before the run; never a merge of partitioned weights
             raise ValueError("merging LoRA under ZeRO-3 is not supported: set lora_merge_on_save: false")
         if trainer.is_world_process_zero():
             trainer.model.merge_and_unload().save_pretrained(staging)
+    elif plugin is not None and not zero3:
+        # ZeRO-1/2: every process holds the full weights; the model writes its folder itself, as without
+        # DeepSpeed, so tied weights are saved once (the Trainer's DeepSpeed path saves a cloned state dict,
+        # which unties them).
+        if trainer.is_world_process_zero():
+            trainer.model.save_pretrained(staging)  # PEFT models save their adapters
     else:
-        trainer.save_model(str(staging))  # gathers ZeRO-3 shards; PEFT models save their adapters
+        trainer.save_model(str(staging))  # every rank: ZeRO-3 gathers its shards; PEFT models save their adapters
     if trainer.is_world_process_zero():
         processor.save_pretrained(staging)
         for pattern in MODEL_FILES:

@@ -1,0 +1,82 @@
+"""Run by tests/test_deepspeed.py under torchrun (two gloo processes): several training runs in one launch,
+so that the processes start, import and join once (each DeepSpeed run costs seconds, a launch many more).
+
+argv: a JSON file holding a list of runs, each {"out", "deepspeed" (or null), "stop_at" (or null),
+"state_out" (or null), "cli" (or false), "fields": {TrainConfig overrides}}. "stop_at": the run raises at that step (a crash
+after the checkpoint before it); "state_out": rank 0 writes the trained weights, gathered from every rank,
+to that file when training ends (what the saved folder must reproduce); "cli": the run goes through
+`geovlm <stage> --config ... --deepspeed ...` (the last run: the command ends the process group)."""
+
+import json
+import os
+import sys
+
+import torch
+import yaml
+from transformers import TrainerCallback
+
+from geovlm.train.config import DataSource, TrainConfig
+from geovlm.train.run import end_distributed, train
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt(f"simulated crash at step {self.step}")
+
+
+class SaveTrainedState(TrainerCallback):
+    """At the end of training, the full weights as the run holds them (ZeRO-3: gathered from the shards)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        import deepspeed
+
+        params = list(model.parameters())
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+            if state.is_world_process_zero:
+                torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, self.path)
+
+
+def reset_between_runs() -> None:
+    """What one run leaves behind in the process for the next (a new process starts without it)."""
+    from accelerate.state import AcceleratorState
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    AcceleratorState._reset_state(reset_partial_state=False)
+    os.environ.pop("ACCELERATE_USE_DEEPSPEED", None)
+
+
+with open(sys.argv[1]) as plan:
+    runs = json.load(plan)
+for run in runs:
+    if run.get("cli"):  # as a user types it, last (the command ends the process group)
+        from geovlm.cli import main
+
+        recipe = f"{run['out']}.yaml"
+        with open(recipe, "w") as f:
+            yaml.safe_dump(dict(run["fields"], data=[run["fields"]["data"]]), f)
+        argv = [run["fields"]["stage"], "--config", recipe, "--output-dir", run["out"], "--deepspeed", run["deepspeed"]]
+        assert main(argv) == 0, argv
+        print(f"[worker] done: geovlm {' '.join(argv)}", flush=True)
+        continue
+    fields = dict(run["fields"])
+    fields["data"] = [DataSource(path=fields["data"])]
+    config = TrainConfig(output_dir=run["out"], deepspeed=run.get("deepspeed"), **fields)
+    callbacks = [SaveTrainedState(run["state_out"])] if run.get("state_out") else []
+    if run.get("stop_at"):
+        callbacks.append(StopAt(run["stop_at"]))
+    try:
+        train(config, callbacks=callbacks)
+    except KeyboardInterrupt:
+        if not run.get("stop_at"):
+            raise
+    reset_between_runs()
+    print(f"[worker] done: {run['out']}", flush=True)
+end_distributed()
