@@ -18,7 +18,8 @@ from geovlm.processing.conversation import prompt_text, question_messages
 
 
 def load_pretrained(
-    path: str | os.PathLike, *, dtype: torch.dtype | str | None = None, device: str | torch.device | None = None
+    path: str | os.PathLike, *, dtype: torch.dtype | str | None = None, device: str | torch.device | None = None,
+    quantize: str | None = None,
 ) -> tuple[GeoVLM, GeoVLMProcessor]:
     """`(model, processor)` from a GeoVLM folder or hub id (this release's or an earlier one's), a LoRA
     adapter folder, or a seed-code checkpoint folder. The model is in eval mode. Refused with a one-line
@@ -33,8 +34,11 @@ def load_pretrained(
     elif os.path.isfile(os.path.join(path, "adapter_config.json")):
         model, processor = load_adapter_folder(path, dtype=dtype)
     else:
-        model = load_geovlm(path, dtype=dtype)
+        model = load_geovlm(path, dtype=dtype, quantize=quantize)
         processor = GeoVLMProcessor.from_pretrained(path)
+        quantize = None  # done in from_pretrained
+    if quantize is not None:  # seed checkpoints and merged adapters are built, not loaded: quantized here
+        quantize_in_place(model, quantize)
     check_processor_fits(model, processor, path)
     if device is not None:
         model.to(device)
@@ -46,6 +50,80 @@ def default_inference_dtype(device: str | torch.device) -> torch.dtype | None:
     else the dtype the folder was saved in (None)."""
     device = torch.device(device)
     return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+
+
+# `--dtype` names and the torch dtypes they stand for.
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+QUANTIZE_METHODS = ("int8",)
+
+
+def inference_dtype(name: str | None, device: str | torch.device) -> torch.dtype | None:
+    """The dtype a `--dtype` name asks for; None (not given): `default_inference_dtype`."""
+    if name is None:
+        return default_inference_dtype(device)
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; choose from {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def cpu_flags() -> list[str]:
+    """The x86 instruction-set flags that decide reduced-precision speed on a CPU (from /proc/cpuinfo)."""
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile", "avx_vnni")
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return []
+    return [flag for flag in wanted if flag in flags]
+
+
+def reduced_precision_note(dtype: torch.dtype | None, quantize: str | None, device: str | torch.device) -> str | None:
+    """One line when reduced precision is likely slower than fp32 on this CPU (measured with `geovlm bench`:
+    without avx512_bf16/AMX, bf16 matmuls are emulated; int8 weight-only kernels dequantize on the fly)."""
+    if torch.device(device).type != "cpu":
+        return None
+    flags = cpu_flags()
+    if dtype == torch.bfloat16 and not {"avx512_bf16", "amx_bf16"} & set(flags):
+        return ("bf16 on this CPU (no avx512_bf16/amx_bf16) is slower than fp32 (see `geovlm bench`); "
+                "leave out --dtype for fp32")
+    if quantize == "int8" and "amx_int8" not in flags:
+        return ("int8 weights on this CPU (no amx_int8) generate slower than fp32 (see `geovlm bench`); they save "
+                "memory; leave out --quantize for fp32 speed")
+    return None
+
+
+def quantization_config(method: str) -> Any:
+    """transformers' `quantization_config` for a `--quantize` method: int8 = torchao's int8 weight-only
+    quantization (`TorchAoConfig(Int8WeightOnlyConfig())`), which runs on CPUs and GPUs. ValueError, in one
+    line, for an unknown method or without torchao."""
+    if method not in QUANTIZE_METHODS:
+        raise ValueError(f"unknown quantization {method!r}; choose from {', '.join(QUANTIZE_METHODS)}")
+    import logging
+
+    # torchao's import warns about its CUDA-only kernels (mxfp8, cutlass) on a CPU machine, and torch about
+    # its enums: noise before an answer, not a problem.
+    for name in ("torchao", "torch.utils._pytree"):
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from torchao.quantization import Int8WeightOnlyConfig
+        from transformers import TorchAoConfig
+    except ImportError as err:
+        raise ValueError(f"--quantize {method} needs torchao: pip install -e '.[serve]' ({err})") from None
+    return TorchAoConfig(Int8WeightOnlyConfig(), modules_to_not_convert=list(NOT_QUANTIZED))
+
+
+# Left in full precision: the vision tower and projector (small; the image is encoded once) and the output
+# head, whose 151,936-wide logits decide the greedy choice.
+NOT_QUANTIZED = ("model.vision_tower", "model.projector", "lm_head")
+
+
+def quantize_in_place(model: GeoVLM, method: str) -> None:
+    """The same quantization on a model built in memory (seed checkpoints, merged adapters)."""
+    from torchao.quantization import quantize_
+
+    config = quantization_config(method).quant_type
+    quantize_(model.model.language_model, config)
 
 
 def check_folder_kind(path: str | os.PathLike) -> None:
@@ -64,7 +142,8 @@ def check_folder_kind(path: str | os.PathLike) -> None:
                          "not a GeoVLM one; build a GeoVLM from it with GeoVLM.from_backbones or geovlm pretrain --llm")
 
 
-def load_geovlm(path: str | os.PathLike, *, dtype: torch.dtype | str | None = None) -> GeoVLM:
+def load_geovlm(path: str | os.PathLike, *, dtype: torch.dtype | str | None = None, quantize: str | None = None
+                ) -> GeoVLM:
     """`GeoVLM.from_pretrained`, after a local folder's config is checked against its weights' headers:
     transformers allocates the model the config describes before it compares a single shape, so a config
     that lost its text config, or describes other weights, would build a model of the wrong (perhaps 7B) size
@@ -82,6 +161,8 @@ def load_geovlm(path: str | os.PathLike, *, dtype: torch.dtype | str | None = No
         if stored:  # else a weights format this does not read (e.g. sharded .bin): transformers checks
             check_weights_fit(path, config, stored, described_by="config.json",
                               fix="restore the config.json saved with these weights")
+    if quantize is not None:
+        return GeoVLM.from_pretrained(path, dtype=dtype, quantization_config=quantization_config(quantize))
     return GeoVLM.from_pretrained(path, dtype=dtype)
 
 

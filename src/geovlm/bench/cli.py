@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import argparse
 
-SECTIONS = ("roofline", "stage1", "stage2", "generation", "eval", "data")
+SECTIONS = ("roofline", "stage1", "stage2", "generation", "eval", "data", "precision", "serve")
+# What a plain `geovlm bench` runs (within its 15-minute budget on 2 idle cores); precision and serve are
+# asked for by name (`--sections precision,serve`, or `--sections all`).
+DEFAULT_SECTIONS = ("roofline", "stage1", "stage2", "generation", "eval", "data")
 USAGE = """Training steps, generation, batched evaluation and data loading, GeoVLM against the seed's way.
 
     geovlm bench --json bench.json    # CPU: real sizes, fp32, ~10 min on 2 idle cores
+    geovlm bench --sections precision,serve   # fp32/bf16/int8 generation; 8 concurrent requests to `geovlm serve`
     geovlm bench --quick              # tiny model, < 1 min (what tests/test_bench.py runs)
     geovlm bench --device cuda        # bf16 autocast, bigger batches (the default when CUDA is present)
     python bench/run.py ...           # the same from a source checkout
@@ -24,8 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compute dtype (default: bf16 on CUDA, fp32 on CPU); bf16 = autocast for training, "
                              "bf16 weights for inference")  # fmt: skip
     parser.add_argument("--json", metavar="OUT", help="write all results to this JSON file")
-    parser.add_argument("--sections", default=",".join(SECTIONS),
-                        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")  # fmt: skip
+    parser.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
+                        help=f"comma-separated subset of {','.join(SECTIONS)}, or all (default: "
+                             f"{','.join(DEFAULT_SECTIONS)})")  # fmt: skip
     parser.add_argument("--preset", choices=("base", "tiny"), help="model size (default: base; tiny with --quick)")
     parser.add_argument("--reps", type=int, help="timed repetitions per figure (stage 2 too, unless --stage2-reps)")
     parser.add_argument("--stage2-reps", type=int, help="timed repetitions of the stage-2 step")

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from geovlm.bench.cli import SECTIONS
+from geovlm.bench.cli import DEFAULT_SECTIONS
 
 
 @dataclass
@@ -44,6 +44,10 @@ class Settings:
     eval_tiny_batches: list[int] = field(default_factory=lambda: [1, 4, 16])
     eval_tiny_questions: int = 16  # questions per timed repetition on the tiny model
     eval_reps: int = 2
+    precision_new_tokens: int = 32  # fp32 / bf16 / int8 generation (section precision)
+    precision_reps: int = 2
+    serve_requests: int = 8  # concurrent requests to a live `geovlm serve` (section serve)
+    serve_new_tokens: int = 32
     data_problems: int = 300
     data_workers: list[int] = field(default_factory=lambda: [0, 2])
     data_batches_per_rep: int = 10
@@ -52,7 +56,7 @@ class Settings:
     fused_ce: bool = False  # add a GeoVLM variant with a fused linear cross-entropy (Liger), if installed
     isolate: bool = True  # each training variant in a fresh subprocess (peak memory must not mix)
     interleave: bool = False  # variants alive together, steps alternated (see run.paired_training)
-    sections: list[str] = field(default_factory=lambda: list(SECTIONS))
+    sections: list[str] = field(default_factory=lambda: list(DEFAULT_SECTIONS))
 
     @classmethod
     def defaults(cls, device: str, quick: bool) -> Settings:
@@ -64,7 +68,8 @@ class Settings:
                 stage2_batch=1, stage2_last_n=1, population=64, gen_new_tokens=8, gen_reps=2, eval_new_tokens=4,
                 eval_batches=[1, 4], eval_tiny_batches=[1, 4, 16], eval_tiny_questions=1, eval_reps=1, data_problems=24,
                 interleave=True,  # workers start together: tiny figures are for the code paths, not comparisons
-                data_workers=[0, 2], data_batches_per_rep=3, roofline_n=512,
+                data_workers=[0, 2], data_batches_per_rep=3, roofline_n=512, precision_new_tokens=4,
+                precision_reps=1, serve_requests=4, serve_new_tokens=4,
             )  # fmt: skip
         if device.startswith("cuda"):
             return cls(

@@ -13,6 +13,7 @@ TARGETS = {
     "stage1_memory_ratio_max": 0.8,
     "generation_speedup_min": 8.0,
     "total_seconds_max": 15 * 60,
+    "serve_speedup_min": 3.0,  # 8 concurrent requests to `geovlm serve` against one at a time, tokens/s
 }
 
 
@@ -40,6 +41,11 @@ def check_targets(results: dict[str, Any], settings: Settings) -> dict[str, Any]
         checks["generation_speedup"] = {"value": g["speedup"], "min": TARGETS["generation_speedup_min"],
                                         "met": g["speedup"] >= TARGETS["generation_speedup_min"]}  # fmt: skip
         checks["greedy_agree"] = {"met": bool(g["greedy_agree"])}
+    if "serve" in results and "speedup" in results["serve"]:
+        sv = results["serve"]
+        checks["serve_concurrency_speedup"] = {"value": sv["speedup"], "min": TARGETS["serve_speedup_min"],
+                                               "met": sv["speedup"] >= TARGETS["serve_speedup_min"]}  # fmt: skip
+        checks["serve_answers_equal"] = {"met": bool(sv["answers_equal"])}
     if "data" in results:
         for stage in ("stage1", "stage2"):
             if stage in results:
@@ -76,6 +82,10 @@ def format_table(results: dict[str, Any]) -> str:
         lines += ["", *_eval_lines(results["eval"])]
     if "data" in results:
         lines += ["", *_data_lines(results)]
+    if "precision" in results:
+        lines += ["", *_precision_lines(results["precision"])]
+    if "serve" in results:
+        lines += ["", *_serve_lines(results["serve"])]
     targets = results.get("targets", {})
     if targets:
         lines += ["", *_target_lines(targets)]
@@ -90,6 +100,7 @@ def _header_lines(results: dict[str, Any]) -> list[str]:
         f"{meta['torch_threads']} threads)  torch {meta['torch']}  transformers {meta['transformers']}",
         f"load average: start {meta['load_average_start']}, end {meta.get('load_average_end')}"
         f"{'  [QUICK: tiny sizes]' if s['quick'] else ''}",
+        f"CPU flags: {' '.join(meta.get('cpu_flags') or []) or '(none of avx2/avx512f/avx512_bf16/amx)'}",
     ]
     if "roofline" in results:
         r = results["roofline"]
@@ -172,3 +183,28 @@ def _target_lines(targets: dict[str, Any]) -> list[str]:
         value = f" {t['value']:.2f}" if "value" in t else ""
         lines.append(f"  {name}:{value}{bound} {'MET' if t['met'] else 'NOT MET'}")
     return lines
+
+
+def _precision_lines(p: dict[str, Any]) -> list[str]:
+    lines = [f"generation by weight precision (batch 1, {p['prompt_tokens']} prompt tokens, {p['new_tokens']} new, "
+             f"greedy, {p['preset']} sizes; CPU flags: {' '.join(p['cpu_flags']) or '-'})",
+             f"{'weights':<8}{'tokens/s':>10}{'x fp32':>8}{'greedy = fp32':>15}{'max |dlogit|':>14}{'others':>8}"]
+    for name, row in p["rows"].items():
+        lines.append(f"{name:<8}{row['tokens_per_s']:>10.2f}{row['vs_fp32']:>8.2f}"
+                     f"{str(row['greedy_equal_to_fp32']):>15}{row['max_abs_logit_diff']:>14.3f}"
+                     f"{_cores(row['others_cores']):>8}")  # fmt: skip
+    lines += [f"  {name}: skipped ({why})" for name, why in p.get("skipped", {}).items()]
+    lines += [f"  note: {note}" for note in p.get("notes", [])]
+    return lines
+
+
+def _serve_lines(sv: dict[str, Any]) -> list[str]:
+    if "skipped" in sv:
+        return [f"geovlm serve: skipped ({sv['skipped']})"]
+    one, many = sv["one_at_a_time"], sv["concurrent"]
+    return [f"geovlm serve: {sv['requests']} requests, max_tokens {sv['max_tokens']}, {sv['preset']} sizes, greedy",
+            f"  one at a time (chat, as geovlm ask) {one['tokens_per_s']:8.2f} tokens/s  ({one['tokens']} tokens in "
+            f"{one['seconds']:.1f} s)",
+            f"  {sv['requests']} concurrent HTTP requests      {many['tokens_per_s']:8.2f} tokens/s  ({many['tokens']} "
+            f"tokens in {many['seconds']:.1f} s; batches run: {many['batch_sizes']})",
+            f"  speed-up {sv['speedup']:.2f}x; every answer equal to one at a time: {sv['answers_equal']}"]

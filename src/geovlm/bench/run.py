@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from geovlm.bench.cli import USAGE, add_arguments
-from geovlm.bench.common import SECTIONS, Settings, load_average, log
+from geovlm.bench.cli import SECTIONS, USAGE, add_arguments
+from geovlm.bench.common import Settings, load_average, log
 from geovlm.bench.report import check_targets, format_table, ratios
 from geovlm.bench.runners import paired_training, run_job
 
@@ -42,6 +42,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     settings.isolate = not args.no_isolate
     settings.interleave = settings.interleave or args.interleave
     settings.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    if settings.sections == ["all"]:
+        settings.sections = list(SECTIONS)
     unknown = sorted(set(settings.sections) - set(SECTIONS))
     if unknown:
         raise ValueError(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}")
@@ -53,6 +55,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def machine_info(settings: Settings) -> dict[str, Any]:
     import torch
     import transformers
+
+    from geovlm.loading import cpu_flags
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -71,6 +75,7 @@ def machine_info(settings: Settings) -> dict[str, Any]:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "device": settings.device,
+        "cpu_flags": cpu_flags(),
     }
     if settings.device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(settings.device)
@@ -120,6 +125,12 @@ def run(settings: Settings) -> dict[str, Any]:
     if "eval" in settings.sections:
         results["eval"] = run_job(settings, "evaluation")
         lap("eval")
+    if "precision" in settings.sections:
+        results["precision"] = run_job(settings, "precision")
+        lap("precision")
+    if "serve" in settings.sections:
+        results["serve"] = run_job(settings, "concurrency")
+        lap("serve")
     inference.release_models()
     if "roofline" in settings.sections:
         results["roofline"]["end"] = common.roofline(settings)

@@ -28,6 +28,7 @@ from geovlm.bench.common import (
 )
 from geovlm.bench.inference import evaluation, generation
 from geovlm.bench.seed_style import seed_loss
+from geovlm.bench.serving import concurrency, precision
 from geovlm.bench.workloads import Workload, build_model, to_device, tokenizer
 
 # Training-step variants: GeoVLM as it trains, the seed's method, and (GPU, opt-in) GeoVLM with a
@@ -254,5 +255,7 @@ JOBS: dict[str, Callable[..., Any]] = {
     "generation": generation,
     "evaluation": evaluation,
     "data_path": data_path,
+    "precision": precision,
+    "concurrency": concurrency,
 }
 

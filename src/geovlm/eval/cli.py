@@ -123,6 +123,10 @@ def _register_eval(subparsers: SubParsers) -> None:
         "(default: choice)",
     )
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
+                        help="weights' dtype (default: bf16 on a CUDA GPU that has it, else as saved, i.e. fp32)")
+    parser.add_argument("--quantize", choices=("int8",),
+                        help="int8 weights for the language model (torchao through transformers' quantization_config)")
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the score report as JSON")
     parser.add_argument("--text-only", action="store_true", help="allow a questions file where no question has an image")
     parser.add_argument("--overwrite", action="store_true",
@@ -160,7 +164,7 @@ def run_eval(args: argparse.Namespace) -> int:
             check_writable(args.json, "--json")
     except (ValueError, OSError) as err:
         raise one_line(err) from err
-    model, processor = load_model_or_fail(args.model, args.device)
+    model, processor = load_model_or_fail(args.model, args.device, args.dtype, args.quantize)
     try:
         result = evaluate(model, processor, args.questions, args.answers, args.images, args.out, **options,
                           overwrite=args.overwrite, model_id=model_fingerprint(args.model))

@@ -1,4 +1,5 @@
-"""`geovlm ask` (one question, streamed to the terminal) and `geovlm demo` (a Gradio app)."""
+"""`geovlm ask` (one question, streamed to the terminal), `geovlm demo` (a Gradio app) and `geovlm serve` (an
+OpenAI-compatible server, `geovlm.serve.server`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    quiet_optional_imports()  # before any command imports transformers (and with it torchao)
     ask = subparsers.add_parser("ask", help="ask a model about one diagram; the answer streams to the terminal")
     ask.add_argument("model", help="GeoVLM folder, hub id, or seed-code checkpoint folder")
     ask.add_argument("image", help="image path, or - to read it from standard input")
@@ -18,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ask.add_argument("--top-p", type=float)
     ask.add_argument("--system", help="system prompt (default: the model's own)")
     ask.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    add_precision_arguments(ask)
     ask.set_defaults(func=run_ask)
 
     demo = subparsers.add_parser("demo", help="a Gradio web demo (pip install -e '.[demo]')")
@@ -27,6 +30,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--examples", help="folder of example diagrams (default: a few made by the synthetic engine)")
     demo.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     demo.set_defaults(func=run_demo)
+
+    serve = subparsers.add_parser(
+        "serve", help="an OpenAI-compatible chat server (/v1/chat/completions, /v1/models; pip install -e '.[serve]')")
+    serve.add_argument("model", help="GeoVLM folder, hub id, or seed-code checkpoint folder")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", default=os.environ.get("GEOVLM_API_KEY"),
+                       help="require 'Authorization: Bearer KEY' (default: $GEOVLM_API_KEY; none: no key)")
+    serve.add_argument("--model-name", help="the model id clients name (default: the folder's name)")
+    serve.add_argument("--max-batch", type=int, default=8, help="requests generated together (default 8)")
+    serve.add_argument("--max-queue", type=int, default=64, help="requests allowed to wait; more get 429 (default 64)")
+    serve.add_argument("--max-tokens-limit", type=int, default=1024, help="the most max_tokens a request may ask")
+    serve.add_argument("--max-body-mb", type=float, default=20.0, help="request body limit in MiB (default 20)")
+    serve.add_argument("--max-image-pixels", type=int, help="image size limit in pixels (default: training's)")
+    serve.add_argument("--allow-local-images", metavar="DIR",
+                       help="let requests name image files under DIR (default: data URLs only)")
+    serve.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    add_precision_arguments(serve)
+    serve.set_defaults(func=run_serve)
+
+
+def add_precision_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--dtype` and `--quantize`, shared by ask, eval and serve."""
+    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
+                        help="weights' dtype (default: bf16 on a CUDA GPU that has it, else as saved, i.e. fp32)")
+    parser.add_argument("--quantize", choices=("int8",),
+                        help="int8 weights for the language model (torchao through transformers' quantization_config)")
 
 
 def looks_like_hub_id(name: str) -> bool:
@@ -56,27 +86,50 @@ def check_device(device: str | None) -> None:
         raise CLIError(f"--device {device}: MPS is not available here; use --device cpu")
 
 
-def load_model_or_fail(name: str, device: str | None = None) -> tuple[Any, Any]:
-    """Load a model for inference, turning the usual failures into one-line CLI errors."""
+def quiet_optional_imports() -> None:
+    """Where torchao is installed (the serve extra), transformers imports it with every model, and its import
+    warns about CUDA-only kernels it cannot load on a CPU machine (and torch about its enums): lines that
+    would precede every answer. Errors still show."""
+    import logging
+
+    for name in ("torchao", "torch.utils._pytree"):
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def load_model_or_fail(name: str, device: str | None = None, dtype: str | None = None,
+                       quantize: str | None = None) -> tuple[Any, Any]:
+    """Load a model for inference, turning the usual failures into one-line CLI errors. `dtype` ("fp32",
+    "bf16", "fp16"; None: `default_inference_dtype`) and `quantize` ("int8") as the `--dtype` and
+    `--quantize` options give them; on a CPU where they are slower than fp32 one line on stderr says so."""
     from geovlm.errors import CLIError
 
     check_device(device)
     if not os.path.isdir(name) and not looks_like_hub_id(name):
         raise CLIError(f"no model folder at {name!r} (and it is not a hub id like org/name)")
+    quiet_optional_imports()
     import torch
     from transformers.utils import logging as hf_logging
 
-    from geovlm.loading import default_inference_dtype, load_pretrained
+    from geovlm.loading import inference_dtype, load_pretrained, quantization_config, reduced_precision_note
 
     hf_logging.disable_progress_bar()  # keep the terminal for the answer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = default_inference_dtype(device)
+    torch_dtype = inference_dtype(dtype, device)
+    if quantize is not None:
+        try:
+            quantization_config(quantize)
+        except ValueError as err:
+            raise CLIError(str(err)) from err
+    note = reduced_precision_note(torch_dtype if dtype is not None else None, quantize, device)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     from huggingface_hub.errors import StrictDataclassError
     from safetensors import SafetensorError
 
     try:
-        return load_pretrained(name, dtype=dtype, device=device)
+        return load_pretrained(name, dtype=torch_dtype, device=device, quantize=quantize)
     except (OSError, ValueError, RuntimeError, SafetensorError, StrictDataclassError) as err:  # a truncated weights file, too
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CLIError(f"cannot load model {name!r}: {first}") from err
@@ -100,7 +153,7 @@ def run_ask(args: argparse.Namespace) -> int:
     from geovlm.serve.chat import BadQuestion, ContextTooLong, chat, prepare_image
 
     check_generation_options(args)
-    model, processor = load_model_or_fail(args.model, args.device)
+    model, processor = load_model_or_fail(args.model, args.device, args.dtype, args.quantize)
     source: Any = sys.stdin.buffer.read() if args.image == "-" else args.image
     try:
         image = prepare_image(source)
@@ -160,4 +213,41 @@ def run_demo(args: argparse.Namespace) -> int:
         launch(model, processor, host=args.host, port=args.port, examples_dir=args.examples)
     except OSError as err:  # the port was taken between our check and the server's start
         raise CLIError(f"cannot start the demo on {args.host}:{args.port}: {str(err).splitlines()[0]}") from err
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from geovlm.errors import CLIError
+
+    try:
+        import uvicorn
+
+        from geovlm.serve.server import ServeSettings, create_app
+    except ImportError as err:
+        raise CLIError(f"geovlm serve needs FastAPI and uvicorn: pip install -e '.[serve]' ({err})") from err
+    for name in ("max_batch", "max_queue", "max_tokens_limit"):
+        if getattr(args, name) < 1:
+            raise CLIError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.max_body_mb <= 0 or (args.max_image_pixels is not None and args.max_image_pixels < 1):
+        raise CLIError("--max-body-mb and --max-image-pixels must be positive")
+    if args.allow_local_images is not None and not os.path.isdir(args.allow_local_images):
+        raise CLIError(f"--allow-local-images {args.allow_local_images!r} is not a folder")
+    if args.api_key is not None and not args.api_key.strip():
+        raise CLIError("--api-key is empty")
+    check_port_free(args.host, args.port)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and args.api_key is None:
+        print(f"warning: serving on {args.host} without --api-key: anyone who reaches this port can use the model",
+              file=sys.stderr)
+    model, processor = load_model_or_fail(args.model, args.device, args.dtype, args.quantize)
+    settings = ServeSettings(
+        model_name=args.model_name or os.path.basename(os.path.normpath(args.model)), api_key=args.api_key,
+        max_body_bytes=int(args.max_body_mb * 2**20), max_tokens_limit=args.max_tokens_limit,
+        default_max_tokens=min(512, args.max_tokens_limit), max_batch=args.max_batch, max_queue=args.max_queue,
+        local_images=args.allow_local_images,
+    )
+    if args.max_image_pixels is not None:
+        settings.max_image_pixels = args.max_image_pixels
+    app = create_app(model, processor, settings)
+    print(f"serving {settings.model_name!r} on http://{args.host}:{args.port}/v1 (Ctrl-C stops)", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
     return 0
