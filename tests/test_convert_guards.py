@@ -13,6 +13,8 @@ from safetensors.torch import load_file, save_file
 from geovlm.cli import main as cli_main
 from test_checkpoints import save_seed_checkpoint
 
+pytestmark = pytest.mark.integration  # seed checkpoints converted and loaded through the CLI
+
 
 @pytest.fixture
 def seed_dir(tmp_path, tokenizer) -> Path:

@@ -132,6 +132,7 @@ def test_ask_refuses_bad_options_before_loading(option, expected, model_dir, dia
 
 
 # ------------------------------------------------------------------------- the demo
+@pytest.mark.integration  # builds the Gradio app
 def test_demo_reads_the_upload_with_our_loader_and_says_what_is_wrong(loaded, diagram_path, tmp_path):
     gr = pytest.importorskip("gradio")
     from geovlm.serve.demo import make_respond

@@ -149,15 +149,27 @@ def test_in_memory_only_modes_convert(mode: str, value, expected) -> None:
         assert all(c > 100 for c in rgb.getpixel((0, 0)))
 
 
+@pytest.fixture(scope="module")
+def mode_files(tmp_path_factory) -> dict[str, tuple[Path, str]]:
+    return _mode_fixtures(tmp_path_factory.mktemp("modes"))
+
+
+@pytest.fixture(scope="module")
+def shipped_processor(tokenizer):
+    from geovlm import build_tiny
+
+    return build_tiny()[1]
+
+
 @pytest.mark.parametrize("name", list(EXPECTED_COLOUR))
 @pytest.mark.parametrize("pad_to_square", [True, False])
-def test_the_shipped_processor_sees_every_mode_as_training_does(tmp_path: Path, tiny_pair, name: str,
+def test_the_shipped_processor_sees_every_mode_as_training_does(mode_files, shipped_processor, name: str,
                                                                  pad_to_square: bool) -> None:
     # AutoProcessor/pipeline users hand the processor an opened file; training decodes with load_image.
     # Both must give the model the same pixels (a 16-bit mid-grey once came out white one way, grey the other).
-    _, processor = tiny_pair
+    processor = shipped_processor
     processor.pad_to_square = pad_to_square
-    path, _ = _mode_fixtures(tmp_path)[name]
+    path, _ = mode_files[name]
     with Image.open(path) as opened:
         through_processor = processor(images=[opened], text="<image>", return_tensors="pt")["pixel_values"]
     trained = load_image(path, pad_to_square=pad_to_square)

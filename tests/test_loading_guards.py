@@ -15,6 +15,8 @@ from geovlm import GeoVLM, load_pretrained
 from geovlm.cli import main as cli_main
 from geovlm.modeling import GeoVLMConfig
 
+pytestmark = pytest.mark.integration  # edited model folders through the ask CLI (each loads a tokenizer)
+
 
 def edited_copy(model_dir: Path, tmp_path: Path, name: str = "m") -> Path:
     """A writable copy of the session's saved tiny model folder."""

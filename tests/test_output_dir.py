@@ -88,6 +88,7 @@ time.sleep(120)
 """
 
 
+@pytest.mark.integration  # a second process holds the lock
 def test_a_second_run_on_the_same_folder_is_refused_while_the_first_runs(tmp_path, capsys):
     out = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True)

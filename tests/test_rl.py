@@ -183,6 +183,7 @@ def test_every_grpo_field_of_the_config_reaches_trls_config(tmp_path):
     assert args.reward_weights == [1.0, 0.1]
 
 
+@pytest.mark.integration  # a GRPO run through the CLI, end to end
 def test_geovlm_rl_runs_grpo_changes_the_policy_and_the_folder_reloads_and_answers(tmp_path, monkeypatch):
     pytest.importorskip("trl", reason="TRL needs Python >= 3.11: pip install -e '.[rl]'")
     (tmp_path / "my_rewards.py").write_text(REPLY_LENGTH_REWARD)

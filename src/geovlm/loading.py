@@ -34,12 +34,15 @@ def load_pretrained(
     elif os.path.isfile(os.path.join(path, "adapter_config.json")):
         model, processor = load_adapter_folder(path, dtype=dtype)
     else:
-        model = load_geovlm(path, dtype=dtype, quantize=quantize)
+        # Processor and template are checked against the config before any weight is read.
+        config = read_geovlm_config(path)
         processor = GeoVLMProcessor.from_pretrained(path)
-        quantize = None  # done in from_pretrained
+        check_processor_fits(config, processor, path)
+        model = load_geovlm(path, dtype=dtype, quantize=quantize)
+        return model.to(device).eval() if device is not None else model.eval(), processor
     if quantize is not None:  # seed checkpoints and merged adapters are built, not loaded: quantized here
         quantize_in_place(model, quantize)
-    check_processor_fits(model, processor, path)
+    check_processor_fits(model.config, processor, path)
     if device is not None:
         model.to(device)
     return model.eval(), processor
@@ -149,13 +152,7 @@ def load_geovlm(path: str | os.PathLike, *, dtype: torch.dtype | str | None = No
     that lost its text config, or describes other weights, would build a model of the wrong (perhaps 7B) size
     before failing, or load with layers left random. Hub ids are checked by transformers alone."""
     if os.path.isdir(path):
-        from huggingface_hub.errors import StrictDataclassError
-
-        try:
-            config = GeoVLMConfig.from_pretrained(path)  # refuses a config without its backbone configs
-        except (ValueError, TypeError, StrictDataclassError) as err:
-            # Config validation errors span several lines, and transformers' own are not ValueErrors.
-            raise ValueError(f"{os.path.join(path, 'config.json')}: {' '.join(str(err).split())}") from None
+        config = read_geovlm_config(path)
         # Folders saved before the LLaVA layout name their weights as LEGACY_KEY_MAPPING maps them.
         stored = {current_weight_name(name): tensor for name, tensor in stored_tensors(path).items()}
         if stored:  # else a weights format this does not read (e.g. sharded .bin): transformers checks
@@ -164,6 +161,18 @@ def load_geovlm(path: str | os.PathLike, *, dtype: torch.dtype | str | None = No
     if quantize is not None:
         return GeoVLM.from_pretrained(path, dtype=dtype, quantization_config=quantization_config(quantize))
     return GeoVLM.from_pretrained(path, dtype=dtype)
+
+
+def read_geovlm_config(path: str | os.PathLike) -> GeoVLMConfig:
+    """A folder's or hub id's GeoVLM config; a config without its backbone configs, or one transformers'
+    own validation refuses, is a one-line ValueError naming config.json."""
+    from huggingface_hub.errors import StrictDataclassError
+
+    try:
+        return GeoVLMConfig.from_pretrained(path)
+    except (ValueError, TypeError, StrictDataclassError) as err:
+        # Config validation errors span several lines, and transformers' own are not ValueErrors.
+        raise ValueError(f"{os.path.join(path, 'config.json')}: {' '.join(str(err).split())}") from None
 
 
 def current_weight_name(name: str) -> str:
@@ -175,13 +184,13 @@ def current_weight_name(name: str) -> str:
     return name
 
 
-def check_processor_fits(model: GeoVLM, processor: GeoVLMProcessor, source: str | os.PathLike) -> None:
+def check_processor_fits(config: GeoVLMConfig, processor: GeoVLMProcessor, source: str | os.PathLike) -> None:
     """ValueError, in one line naming the file and the fix, unless the processor prompts the model as it
     was trained: as many image tokens per image as the model makes, the same image and span-marker ids,
     and a chat template that renders a question with an image (through transformers' own compiler and
     filters, exactly as `ask` renders it) with one image placeholder. An edited folder otherwise loads,
     and `ask` fails later in the forward pass or the template, or answers from a misplaced image."""
-    config, tokenizer = model.config, processor.tokenizer
+    tokenizer = processor.tokenizer
     if processor.num_image_tokens != config.num_image_tokens:
         raise ValueError(f"{source}/processor_config.json: num_image_tokens is {processor.num_image_tokens} but the "
                          f"model (config.json) makes {config.num_image_tokens} tokens per image; set "
