@@ -62,12 +62,15 @@ def runs(tmp_path_factory):
     # lr 1e-2: at 5e-2 AdamW's first steps on the zero-initialised LoRA B amplify the last bits of the
     # gradients, and two correct runs part by 3e-4.
     lora = dict(common, lm_trainable="lora", lora_r=4)
+    pretrain = dict(common, stage="pretrain", lm_trainable="none")  # stage 1: the projector alone
     zero2, zero3 = str(CONFIGS / "zero2.json"), str(CONFIGS / "zero3.json")
     plan = [
         dict(name="ddp", fields=common),
         dict(name="zero2", fields=common, deepspeed=zero2),
         dict(name="lora-ddp", fields=lora),
         dict(name="lora-zero2", fields=lora, deepspeed=zero2),
+        dict(name="pretrain-ddp", fields=pretrain),
+        dict(name="pretrain-zero3", fields=pretrain, deepspeed=zero3),
         dict(name="zero3", fields=common, deepspeed=zero3, state_out=str(root / "zero3-state.pt")),
         dict(name="zero3-resumed", fields=common, deepspeed=zero3, stop_at=2),
         # Through the command line, as the README has it (the shipped config found by its path in a checkout,
@@ -124,8 +127,18 @@ def test_zero2_and_zero3_end_where_ddp_ends(runs):
     for name in ("zero2", "zero3", "lora-zero2"):
         assert saved_keys(runs[name]) == saved_keys(runs["ddp"]), name
     # The fast loss ran under ZeRO-2 and stepped aside under ZeRO-3, with one line per process and run
-    # (three ZeRO-3 runs: zero3, and zero3-resumed stopped then resumed; two processes each).
-    assert runs["log"].count("the LM head's weight is partitioned") == 3 * 2
+    # (four ZeRO-3 runs: pretrain-zero3, zero3, and zero3-resumed stopped then resumed; two processes each).
+    assert runs["log"].count("the LM head's weight is partitioned") == 4 * 2
+
+
+def test_stage1_under_zero3_ends_where_ddp_ends(runs):
+    ddp, zero3 = weights(runs["pretrain-ddp"]), weights(runs["pretrain-zero3"])
+    start = weights(runs["pretrain-ddp"] / "checkpoint-2")
+    assert not torch.equal(start["model.projector.linear_1.weight"], ddp["model.projector.linear_1.weight"])
+    for key in ddp:  # only the projector trains in stage 1
+        if not key.startswith("model.projector."):
+            assert torch.equal(ddp[key], start[key]), key
+    assert_same_weights(zero3, ddp, atol=5e-5)
 
 
 def test_zero3_folder_is_a_normal_folder_with_the_trained_weights(runs):
