@@ -17,15 +17,7 @@ from transformers import TrainerCallback
 
 from geovlm.train.config import DataSource, TrainConfig
 from geovlm.train.run import end_distributed, train
-
-
-class StopAt(TrainerCallback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt(f"simulated crash at step {self.step}")
+from training_callbacks import StopAt  # tests/ is sys.path[0]: the folder of this script
 
 
 class SaveTrainedState(TrainerCallback):

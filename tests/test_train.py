@@ -24,6 +24,7 @@ from geovlm.modeling.special_tokens import (
 from geovlm.train.config import TrainConfig
 from geovlm.train.run import build_model, train
 from geovlm.train.trainer import COMPLETE_MARKER, GeoVLMTrainer, last_complete_checkpoint
+from training_callbacks import StopAt
 
 pytestmark = pytest.mark.integration
 
@@ -107,17 +108,6 @@ def test_lora_merged_and_adapter_folders_reload_to_identical_logits(tmp_path):
     with torch.no_grad():
         assert not torch.allclose(base(input_ids=ids, pixel_values=pixels).logits, outputs[0])  # LoRA did train
     torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
-
-
-class StopAt(TrainerCallback):
-    """Simulates a crash: raises when training reaches `step`."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt(f"simulated crash at step {self.step}")
 
 
 def test_resume_after_interruption_gives_the_same_final_weights(tmp_path):

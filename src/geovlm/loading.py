@@ -38,7 +38,7 @@ def load_pretrained(
         config = read_geovlm_config(path)
         processor = GeoVLMProcessor.from_pretrained(path)
         check_processor_fits(config, processor, path)
-        model = load_geovlm(path, dtype=dtype, quantize=quantize)
+        model = load_geovlm(path, dtype=dtype, quantize=quantize, config=config)
         return model.to(device).eval() if device is not None else model.eval(), processor
     if quantize is not None:  # seed checkpoints and merged adapters are built, not loaded: quantized here
         quantize_in_place(model, quantize)
@@ -145,14 +145,14 @@ def check_folder_kind(path: str | os.PathLike) -> None:
                          "not a GeoVLM one; build a GeoVLM from it with GeoVLM.from_backbones or geovlm pretrain --llm")
 
 
-def load_geovlm(path: str | os.PathLike, *, dtype: torch.dtype | str | None = None, quantize: str | None = None
-                ) -> GeoVLM:
+def load_geovlm(path: str | os.PathLike, *, dtype: torch.dtype | str | None = None, quantize: str | None = None,
+                config: GeoVLMConfig | None = None) -> GeoVLM:
     """`GeoVLM.from_pretrained`, after a local folder's config is checked against its weights' headers:
     transformers allocates the model the config describes before it compares a single shape, so a config
     that lost its text config, or describes other weights, would build a model of the wrong (perhaps 7B) size
     before failing, or load with layers left random. Hub ids are checked by transformers alone."""
     if os.path.isdir(path):
-        config = read_geovlm_config(path)
+        config = config or read_geovlm_config(path)
         # Folders saved before the LLaVA layout name their weights as LEGACY_KEY_MAPPING maps them.
         stored = {current_weight_name(name): tensor for name, tensor in stored_tensors(path).items()}
         if stored:  # else a weights format this does not read (e.g. sharded .bin): transformers checks

@@ -19,6 +19,10 @@ from geovlm.bench.common import Settings, load_average, log
 from geovlm.bench.report import check_targets, format_table, ratios
 from geovlm.bench.runners import paired_training, run_job
 
+# The inference sections in the order they run, each with the job (geovlm.bench.sections.JOBS) it runs.
+INFERENCE_JOBS = (("generation", "generation"), ("eval", "evaluation"), ("precision", "precision"),
+                  ("serve", "concurrency"))
+
 # Options that, given, replace the defaults of the same name in `Settings`.
 _OVERRIDES = ("dtype", "preset", "reps", "stage2_reps", "warmup", "stage1_batch", "stage2_batch", "gen_new_tokens",
               "seed_gen_reps")
@@ -119,18 +123,10 @@ def run(settings: Settings) -> dict[str, Any]:
         block["ratios"] = ratios(block["geovlm"], block["seed"])
         results[stage] = block
         lap(stage)
-    if "generation" in settings.sections:
-        results["generation"] = run_job(settings, "generation")
-        lap("generation")
-    if "eval" in settings.sections:
-        results["eval"] = run_job(settings, "evaluation")
-        lap("eval")
-    if "precision" in settings.sections:
-        results["precision"] = run_job(settings, "precision")
-        lap("precision")
-    if "serve" in settings.sections:
-        results["serve"] = run_job(settings, "concurrency")
-        lap("serve")
+    for section, job in INFERENCE_JOBS:
+        if section in settings.sections:
+            results[section] = run_job(settings, job)
+            lap(section)
     inference.release_models()
     if "roofline" in settings.sections:
         results["roofline"]["end"] = common.roofline(settings)
