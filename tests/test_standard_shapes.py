@@ -3,6 +3,8 @@ geovlm is not installed), TRL's GRPOTrainer, and the calls vLLM's Transformers b
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
 import os
 import subprocess
@@ -137,20 +139,85 @@ def test_grpo_trainer_runs_two_steps_on_image_prompts_and_changes_the_weights(fo
     assert any(k.startswith("model.language_model.layers.") for k in changed)
 
 
+def _dispatches_through_attention_interface(module: torch.nn.Module) -> dict | None:
+    """vLLM 0.34's `AttentionFuser.match` (model_executor/models/transformers/fusers/attention.py): the
+    module's `forward` source assigns a local from `ALL_ATTENTION_FUNCTIONS.get_interface(...)` (or `[...]`)
+    and calls it exactly once; the call's `scaling=` is what vLLM's attention layer will scale by."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(inspect.unwrap(type(module).forward))))
+    except (OSError, TypeError, SyntaxError):
+        return None
+
+    def lookup(node: ast.expr | None) -> bool:
+        node = node.func if isinstance(node, ast.Call) else node
+        return (isinstance(node, (ast.Attribute, ast.Subscript)) and isinstance(node.value, ast.Name)
+                and node.value.id == "ALL_ATTENTION_FUNCTIONS")
+
+    names = {t.id for n in ast.walk(tree) if isinstance(n, (ast.Assign, ast.AnnAssign)) and lookup(n.value)
+             for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in names]
+    if len(calls) != 1:
+        return None
+    return {kw.arg: kw.value for kw in calls[0].keywords if kw.arg}
+
+
+def _chat_template_content_format(template: str) -> str:
+    """vLLM 0.34's `_detect_content_format` (renderers/hf.py): "openai" (content parts such as
+    `{"type": "image"}` reach the template) when the template loops over a message's `content`, else
+    "string" (the parts are flattened to text, which drops the image for a model without a placeholder)."""
+    import jinja2
+
+    root = jinja2.Environment().parse(template)
+    loops = list(root.find_all(jinja2.nodes.For))
+    messages = {loop.target.name for loop in loops if isinstance(loop.iter, jinja2.nodes.Name)
+                and loop.iter.name == "messages" and isinstance(loop.target, jinja2.nodes.Name)}
+
+    def content_of(node: jinja2.nodes.Node) -> bool:
+        if isinstance(node, jinja2.nodes.Getitem):
+            return (isinstance(node.node, jinja2.nodes.Name) and node.node.name in messages
+                    and isinstance(node.arg, jinja2.nodes.Const) and node.arg.value == "content")
+        return (isinstance(node, jinja2.nodes.Getattr) and isinstance(node.node, jinja2.nodes.Name)
+                and node.node.name in messages and node.attr == "content")
+
+    return "openai" if any(content_of(loop.iter) for loop in loops) else "string"
+
+
 def test_the_calls_vllms_transformers_backend_makes_agree_with_the_model(folder):
-    """vLLM cannot be installed here (no CPU wheel; its release pins transformers < 5.21). This replays
-    the calls its Transformers backend makes on a multimodal model, as read from vLLM 0.33's source: the
-    base model built from `auto_map["AutoModel"]`, attention through transformers' attention interface,
-    image features from `get_image_features(...).pooler_output`, placeholder counts from the processor,
-    and a decoder forward on embeddings it merged itself."""
+    """vLLM cannot be installed here (CUDA wheels only; vLLM 0.34 pins torch==2.14.0 and
+    transformers>=5.16.1,<5.23.0). This replays what `vllm serve DIR --trust-remote-code --model-impl
+    transformers` does with a GeoVLM folder, as read from the vLLM 0.34.0 wheel:
+    model_executor/models/registry.py (`_try_resolve_transformers`), config/model.py
+    (`_get_transformers_backend_cls`), transformers_utils/config.py (`get_hf_text_config`, `uses_mrope`),
+    model_executor/models/transformers/{__init__,base,causal,multimodal,fuser}.py and fusers/attention.py,
+    model_executor/models/interfaces.py + utils.py (`embed_input_ids`, `_merge_multimodal_embeddings`),
+    multimodal/processing/context.py (`call_hf_processor`) and renderers/hf.py (chat template choice and
+    content format). Each step names the vLLM code it stands for; docs/VLLM.md has the serve command."""
+    import transformers
+    from safetensors import safe_open
     from transformers import AttentionInterface, AutoConfig, AutoModel, AutoProcessor
+    from transformers.conversion_mapping import WeightRenaming, get_model_conversion_mapping
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     from geovlm import load_pretrained
 
     config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
-    assert config.get_text_config() is not config  # seen as multimodal
-    assert {"AutoConfig", "AutoModel", "AutoModelForImageTextToText"} <= set(config.auto_map)
+    text_config = config.get_text_config()
+    # registry.py `_try_resolve_transformers`: the architecture is not a transformers class, so the first
+    # `AutoModel*` entry of auto_map (AutoConfig loaded first) gives the class, which must be backend-compatible.
+    arch = config.architectures[0]
+    assert not hasattr(transformers, arch)
+    assert "AutoConfig" in config.auto_map
+    first = next(name for name in config.auto_map if name.startswith("AutoModel"))
+    model_cls = get_class_from_dynamic_module(config.auto_map[first], str(folder))
+    assert model_cls.is_backend_compatible() or model_cls._can_set_attn_implementation()
+    # config/model.py `_get_transformers_backend_cls` + `get_hf_text_config`: a nested text config makes it
+    # TransformersMultiModalForCausalLM; the text config must name its heads; no M-RoPE (1-D positions).
+    assert text_config is not config and text_config.num_attention_heads > 0
+    assert not any("mrope_section" in (getattr(c, "rope_parameters", None) or {}) for c in (config, text_config))
+
+    # base.py `_create_model` / `_patch_config`: AutoModel.from_config with the text config's attention set
+    # to vLLM's (a counting stand-in here) and the dtype vLLM chose.
     calls: list[int] = []
 
     def counting_attention(module, *args, **kwargs):
@@ -158,38 +225,120 @@ def test_the_calls_vllms_transformers_backend_makes_agree_with_the_model(folder)
         return sdpa_attention_forward(module, *args, **kwargs)
 
     AttentionInterface.register("geovlm_probe", counting_attention)
-    config.text_config._attn_implementation = "geovlm_probe"
-    base = AutoModel.from_config(config, trust_remote_code=True)
-    assert type(base).__name__ == "GeoVLMModel" and base._supports_attention_backend
+    text_config._attn_implementation = "geovlm_probe"
+    base = AutoModel.from_config(config=config, dtype=torch.float32, trust_remote_code=True)
+    assert type(base).__name__ == model_cls.__name__ and base._supports_attention_backend
+    # `_pre_trained_model_classes` / `_find_encoder_classes` / `get_mm_mapping`: the decoder and the image
+    # encoder are found by name; other modalities give back the model itself (or TypeError/ValueError).
+    assert base.get_decoder() is base.language_model
+    assert base.get_encoder(modality="image") is base.vision_tower
+    assert base.get_encoder(modality="audio") is base
+    # `_tp_plan` is read even on one GPU.
+    assert isinstance(base.tp_plan or {}, dict)
+
+    # fusers/attention.py + base.py `_create_attention_instances`: every decoder layer has exactly one
+    # module that dispatches through the attention interface, declares its int `layer_idx`, resolves its
+    # `scaling=` to a number and sees the patched implementation; the vision tower's attention also goes
+    # through the interface but must keep its own implementation (vLLM only patches the text config).
+    served: dict[int, float] = {}
+    tower_dispatchers = 0
+    for name, module in base.named_modules():
+        if (keywords := _dispatches_through_attention_interface(module)) is None:
+            continue
+        if getattr(getattr(module, "config", None), "_attn_implementation", None) != "geovlm_probe":
+            tower_dispatchers += name.startswith("vision_tower.")
+            continue
+        assert isinstance(module.layer_idx, int) and module.layer_idx not in served, name
+        scaling = keywords["scaling"]
+        assert isinstance(scaling, ast.Attribute) and isinstance(scaling.value, ast.Name) and scaling.value.id == "self"
+        served[module.layer_idx] = float(getattr(module, scaling.attr))
+    assert sorted(served) == list(range(text_config.num_hidden_layers))
+    head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
+    assert all(scale == pytest.approx(head_dim**-0.5) for scale in served.values())
+    assert tower_dispatchers == config.vision_config.num_hidden_layers
+
+    # base.py `_create_hf_to_vllm_mapper` + causal.py: checkpoint names already match the module tree
+    # (`model.<child of GeoVLMModel>...` and `lm_head.weight`), no transformers renaming touches them, and the
+    # checkpoint has an lm_head exactly when the config says it is untied.
+    with safe_open(folder / "model.safetensors", "pt") as f:
+        saved = set(f.keys())
+    children = {n for n, _ in base.named_children()}
+    assert base.base_model_prefix == "model"
+    assert all(k == "lm_head.weight" or (k.startswith("model.") and k.split(".")[1] in children) for k in saved)
+    renamings = [m for m in get_model_conversion_mapping(base) if isinstance(m, WeightRenaming)]
+    assert all(r.rename_source_key(k)[0] == k for r in renamings for k in saved)
+    tied = getattr(text_config, "tie_word_embeddings", False) or getattr(config, "tie_word_embeddings", False)
+    assert tied == ("lm_head.weight" not in saved)
     reference, _ = load_pretrained(folder)
+    assert set(reference.state_dict()) >= saved
     base.load_state_dict(reference.model.state_dict())
     base.eval()
-    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
 
-    # Placeholder expansion as vLLM finds it: the processor's image token, replaced by a run of image ids.
-    dummy = (processor.vision_start_token or "") + processor.image_token + (processor.vision_end_token or "")
-    out = processor(text=dummy, images=[diagram()], return_text_replacement_offsets=True, return_tensors="pt")
-    replacement = out["text_replacement_offsets"][0][0]
-    assert replacement["type"] == "image"
-    ids = processor.tokenizer.encode(replacement["replacement"], add_special_tokens=False)
-    assert max(set(ids), key=ids.count) == processor.image_token_id == config.image_token_id
-    counts = processor._get_num_multimodal_tokens(image_sizes=[(120, 160)])
-    assert counts.num_image_tokens == [ids.count(processor.image_token_id)] and counts.num_image_patches == [1]
-    # The chat template writes the token vLLM searches for.
+    # multimodal.py `MultiModalProcessingInfo`: the modalities come from the processor's sub-processors.
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    assert hasattr(processor, "image_processor")
+    assert not any(hasattr(processor, n) for n in ("audio_processor", "feature_extractor", "video_processor"))
+    # Profiling: the most tokens over size candidates read off `image_processor.size`, via
+    # `_get_num_multimodal_tokens(...)["num_image_tokens"]`; a real image must not give more.
+    size = processor.image_processor.size
+    candidates = [(size.get("height", size.get("max_height")), size.get("width", size.get("max_width"))), (10_000, 10_000)]
+    profiled = max(processor._get_num_multimodal_tokens(image_sizes=[hw])["num_image_tokens"][0] for hw in candidates)
+    counts = processor._get_num_multimodal_tokens(image_sizes=[(120, 160), (40, 300)])
+    assert max(counts["num_image_tokens"]) <= profiled
+
+    # `MultiModalDummyInputsBuilder.get_dummy_text` + `_apply_hf_processor_main` + context.py
+    # `call_hf_processor`: the items are processed behind the bare placeholders, asking for the offsets.
+    images = [diagram(), diagram().resize((40, 300))]
+    token = getattr(processor, "image_start_token", "") + processor.image_token + getattr(processor, "image_end_token", "")
+    out = processor(text=token * len(images), images=images, return_text_replacement_offsets=True, return_tensors="pt")
+    for dropped in ("attention_mask", "mm_token_type_ids", "token_type_ids", "input_ids"):
+        out.pop(dropped, None)
+    offsets = out.pop("text_replacement_offsets")[0]
+    assert [entry["type"] for entry in offsets] == ["image"] * len(images)
+    replacements = [torch.tensor(processor.tokenizer.encode(e["replacement"], add_special_tokens=False)) for e in offsets]
+    # `_get_embed_token_id`: the id a replacement repeats is where the embeddings go.
+    assert all(int(ids.mode().values) == processor.image_token_id == config.image_token_id for ids in replacements)
+    per_image = [int((ids == processor.image_token_id).sum()) for ids in replacements]
+    assert per_image == counts["num_image_tokens"]
+    # `_get_num_image_patches`: rows of image data per image, from the processor's count, must add up.
+    assert counts["num_image_patches"] == [1, 1] and out["pixel_values"].shape[0] == sum(counts["num_image_patches"])
+    image_fields = dict(out)  # one modality: every remaining key goes to get_image_features
+
+    # renderers/hf.py: the processor's chat template is used, as "openai" content format, and a
+    # `{"type": "image"}` part renders as the one token `_get_prompt_updates` targets.
+    assert _chat_template_content_format(processor.chat_template) == "openai"
+    target = processor.tokenizer.encode(processor.image_token, add_special_tokens=False)
+    assert target == [processor.image_token_id]
     rendered = processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}], add_generation_prompt=True)
-    assert rendered.count(processor.image_token) == 1
+    prompt_ids = processor.tokenizer.encode(rendered, add_special_tokens=False)
+    assert prompt_ids.count(processor.image_token_id) == 1
+    # `PromptReplacement`: vLLM expands the tokenized prompt itself; it must equal our processor's expansion.
+    at = prompt_ids.index(processor.image_token_id)
+    expanded = prompt_ids[:at] + replacements[0].tolist() + prompt_ids[at + 1:]
+    prompt = processor(images=[images[0]], text=rendered, return_tensors="pt")
+    assert expanded == prompt["input_ids"][0].tolist()
 
-    prompt = processor(images=[diagram()], text=rendered, return_tensors="pt")
     with torch.no_grad():
-        features = base.get_image_features(prompt["pixel_values"], return_dict=True).pooler_output
-        assert features.shape[:2] == (1, counts.num_image_tokens[0])
-        embeds = base.get_input_embeddings()(prompt["input_ids"])
-        embeds[prompt["input_ids"] == processor.image_token_id] = features.reshape(-1, features.shape[-1])
-        length = embeds.shape[1]
+        # `embed_multimodal` -> `_process_image_input` -> `_get_features` -> `_split_embeddings`.
         calls.clear()
-        hidden = base(input_ids=None, inputs_embeds=embeds, use_cache=False,
-                      position_ids=torch.arange(length)[None], return_dict=False)[0]
-        assert sorted(calls) == list(range(config.text_config.num_hidden_layers))  # one call per layer
-        expected = reference.model(**prompt).last_hidden_state
-    torch.testing.assert_close(hidden, expected, rtol=1e-5, atol=1e-5)
+        features = base.get_image_features(image_fields.pop("pixel_values"), return_dict=True, **image_fields).pooler_output
+        assert calls == []  # the tower does not reach vLLM's (paged, causal) attention
+        flat = features.reshape(-1, features.shape[-1])
+        assert flat.shape[0] % len(images) == 0 and flat.shape[0] // len(images) == per_image[0]
+        # interfaces.py `embed_input_ids` + `_merge_multimodal_embeddings`: text embeddings, image rows
+        # written where the expanded prompt holds the embed token.
+        ids = torch.tensor(expanded)
+        embeds = base.get_input_embeddings()(ids)
+        embeds[ids == processor.image_token_id] = flat[: per_image[0]]
+        # base.py `forward`: batch of one, no ids, 1-D positions, no cache, tuple output.
+        calls.clear()
+        hidden = base(input_ids=None, inputs_embeds=embeds[None], use_cache=False,
+                      position_ids=torch.arange(len(expanded))[None], return_dict=False)[0][0, ...]
+        assert sorted(calls) == list(range(text_config.num_hidden_layers))  # one call per layer
+        expected = reference(**prompt)
+        # causal.py: the lm_head is text_config.vocab_size x hidden_size, loaded from `lm_head.weight`.
+        lm_head = reference.lm_head.weight
+        assert tuple(lm_head.shape) == (text_config.vocab_size, text_config.hidden_size)
+        torch.testing.assert_close(hidden @ lm_head.T, expected.logits[0], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(hidden, reference.model(**prompt).last_hidden_state[0], rtol=1e-5, atol=1e-5)

@@ -10,6 +10,9 @@ from transformers import PretrainedConfig, Qwen2Config, SiglipVisionConfig
 from .special_tokens import IMAGE_PAD_ID, VISION_END_ID, VISION_START_ID
 
 MERGE_MODES = ("spatial", "sequential")
+# Older transformers (5.16.1, the oldest that vLLM 0.34 accepts) read `sub_configs` and leave turning a
+# backbone's dict into its config to the subclass's `__post_init__`; newer ones do it from `sub_configs_defaults`.
+BUILDS_OWN_SUB_CONFIGS = not hasattr(PretrainedConfig, "sub_configs_defaults")
 
 
 class GeoVLMConfig(PretrainedConfig):
@@ -30,6 +33,8 @@ class GeoVLMConfig(PretrainedConfig):
 
     model_type = "geovlm"
     sub_configs_defaults = {"vision_config": SiglipVisionConfig, "text_config": Qwen2Config}
+    if BUILDS_OWN_SUB_CONFIGS:
+        sub_configs = dict(sub_configs_defaults)
 
     vision_config: dict | PretrainedConfig | None = None
     text_config: dict | PretrainedConfig | None = None
@@ -54,6 +59,11 @@ class GeoVLMConfig(PretrainedConfig):
         return super().from_dict(config_dict, **kwargs)
 
     def __post_init__(self, **kwargs: Any) -> None:
+        if BUILDS_OWN_SUB_CONFIGS:
+            for key, config_class in self.sub_configs.items():
+                value = getattr(self, key)
+                if value is None or isinstance(value, dict):
+                    setattr(self, key, config_class(**(value or {})))
         super().__post_init__(**kwargs)
         # The pooling head of SigLIP is never used: image tokens come from the patch features.
         self.vision_config.vision_use_head = False

@@ -249,6 +249,12 @@ class GeoVLMProcessor(ProcessorMixin):
             texts = [text] if isinstance(text, str) else list(text)
             text = [self.mark_images(t) for t in texts]
         images = _flatten(images) or None
+        if text is not None:
+            # transformers >= 5.2x checks this too; the oldest that vLLM accepts (5.16.1) would drop an image.
+            found, given = sum(t.count(self.image_token) for t in text), len(images or ())
+            if found != given:
+                raise ValueError(f"the text holds {found} image placeholder(s) but {given or 'no images'} were given: "
+                                 "the number of images must equal the number of placeholders")
         if "padding_side" not in kwargs and "padding_side" not in kwargs.get("text_kwargs", {}):
             kwargs["padding_side"] = "left"
         return super().__call__(images=images, text=text, **kwargs)
