@@ -2,7 +2,8 @@
 so that the processes start, import and join once (each DeepSpeed run costs seconds, a launch many more).
 
 argv: a JSON file holding a list of runs, each {"out", "deepspeed" (or null), "stop_at" (or null),
-"state_out" (or null), "cli" (or false), "fields": {TrainConfig overrides}}. "stop_at": the run raises at that step (a crash
+"state_out" (or null), "cli" (or false), "fields": {TrainConfig overrides, or RLConfig ones with
+"stage": "rl" (GRPO through TRL; "data" a list of {path, images})}}. "stop_at": the run raises at that step (a crash
 after the checkpoint before it); "state_out": rank 0 writes the trained weights, gathered from every rank,
 to that file when training ends (what the saved folder must reproduce); "cli": the run goes through
 `geovlm <stage> --config ... --deepspeed ...` (the last run: the command ends the process group)."""
@@ -10,12 +11,15 @@ to that file when training ends (what the saved folder must reproduce); "cli": t
 import json
 import os
 import sys
+import time
 
 import torch
 import yaml
 from transformers import TrainerCallback
 
 from geovlm.train.config import DataSource, TrainConfig
+from geovlm.train.rl.config import RLConfig
+from geovlm.train.rl.run import train_rl
 from geovlm.train.run import end_distributed, train
 from training_callbacks import StopAt  # tests/ is sys.path[0]: the folder of this script
 
@@ -58,17 +62,19 @@ for run in runs:
         assert main(argv) == 0, argv
         print(f"[worker] done: geovlm {' '.join(argv)}", flush=True)
         continue
+    started = time.perf_counter()
     fields = dict(run["fields"])
-    fields["data"] = [DataSource(path=fields["data"])]
-    config = TrainConfig(output_dir=run["out"], deepspeed=run.get("deepspeed"), **fields)
+    rl = fields.get("stage") == "rl"
+    fields["data"] = [DataSource.coerce(d) for d in fields["data"]] if rl else [DataSource(path=fields["data"])]
+    config = (RLConfig if rl else TrainConfig)(output_dir=run["out"], deepspeed=run.get("deepspeed"), **fields)
     callbacks = [SaveTrainedState(run["state_out"])] if run.get("state_out") else []
     if run.get("stop_at"):
         callbacks.append(StopAt(run["stop_at"]))
     try:
-        train(config, callbacks=callbacks)
+        (train_rl if rl else train)(config, callbacks=callbacks)
     except KeyboardInterrupt:
         if not run.get("stop_at"):
             raise
     reset_between_runs()
-    print(f"[worker] done: {run['out']}", flush=True)
+    print(f"[worker] done: {run['out']} ({time.perf_counter() - started:.1f} s)", flush=True)
 end_distributed()
