@@ -69,7 +69,8 @@ def test_a_killed_run_resumes_from_what_is_on_disk(model_dir, tmp_path, monkeypa
     assert out2.read_text().splitlines() == full
 
 
-@pytest.mark.parametrize("case", ["other_settings", "other_questions", "not_predictions"])
+@pytest.mark.parametrize("case", ["other_settings", "other_dtype", "other_quantize", "other_questions",
+                                  "not_predictions"])
 def test_another_runs_file_is_not_replaced_without_overwrite(case, model_dir, tmp_path, capsys):
     write_split(tmp_path)
     out = tmp_path / "pred.jsonl"
@@ -78,15 +79,19 @@ def test_another_runs_file_is_not_replaced_without_overwrite(case, model_dir, tm
     else:
         assert cli_main(eval_args(model_dir, tmp_path, out)) == 0
     before = out.read_bytes()
-    extra = ["--prompt-template", "Q: {text}"] if case == "other_settings" else []
+    extra = {"other_settings": ["--prompt-template", "Q: {text}"], "other_dtype": ["--dtype", "bf16"],
+             "other_quantize": ["--quantize", "int8"]}.get(case, [])
     if case == "other_questions":
         with open(tmp_path / "test_questions.jsonl", "a") as q, open(tmp_path / "test_answers.jsonl", "a") as a:
             q.write(json.dumps({"question_id": 99, "image": "0.png", "text": "new"}) + "\n")
             a.write(json.dumps({"question_id": 99, "text": "A"}) + "\n")
     capsys.readouterr()
     assert cli_main(eval_args(model_dir, tmp_path, out, *extra)) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "--overwrite" in err
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("note: ")]  # bf16/int8 speed
+    assert len(err) == 1 and "--overwrite" in err[0]
+    assert {"other_dtype": "settings (precision)", "other_quantize": "settings (precision)",
+            "other_questions": "questions file", "other_settings": "settings (prompt_template)"}.get(
+        case, "is not a predictions file") in err[0]
     assert out.read_bytes() == before
     assert cli_main(eval_args(model_dir, tmp_path, out, *extra, "--overwrite")) == 0
     assert len(out.read_text().splitlines()) == (7 if case == "other_questions" else 6)

@@ -60,6 +60,15 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 QUANTIZE_METHODS = ("int8",)
 
 
+def precision_of(model: torch.nn.Module) -> str:
+    """How a loaded model computes, as the `--dtype` / `--quantize` names say it: "fp32", "bf16",
+    "fp32+Int8Tensor" (quantized weights by their tensor class, which names the method)."""
+    names = {dtype: name for name, dtype in DTYPES.items()}
+    dtypes = sorted({names.get(p.dtype, str(p.dtype)) for p in model.parameters() if p.is_floating_point()})
+    quantized = sorted({type(p.data).__name__ for p in model.parameters() if type(p.data) is not torch.Tensor})
+    return "/".join(dtypes) + ("+" + ",".join(quantized) if quantized else "")
+
+
 def inference_dtype(name: str | None, device: str | torch.device) -> torch.dtype | None:
     """The dtype a `--dtype` name asks for; None (not given): `default_inference_dtype`."""
     if name is None:

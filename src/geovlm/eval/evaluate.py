@@ -164,6 +164,17 @@ def _read_done(out: Path) -> dict[Any, dict[str, Any]]:
     }
 
 
+def _what_differs(recorded: dict[str, Any], identity: dict[str, Any]) -> str:
+    """The parts of a run's identity that changed, in words: "model", "questions file", "settings (precision)"."""
+    parts = [word for key, word in (("model", "model"), ("questions_sha256", "questions file"))
+             if recorded.get(key) != identity[key]]
+    old, new = recorded.get("settings") or {}, identity["settings"]
+    changed = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
+    if changed:
+        parts.append(f"settings ({', '.join(changed)})")
+    return ", ".join(parts) or "identity"
+
+
 def _prepare_output(out: Path, identity: dict[str, Any], overwrite: bool) -> dict[Any, dict[str, Any]]:
     """Predictions to keep from an earlier, interrupted run of the same evaluation; refuses to replace
     anything else unless `overwrite`."""
@@ -180,7 +191,8 @@ def _prepare_output(out: Path, identity: dict[str, Any], overwrite: bool) -> dic
         except (OSError, ValueError):
             recorded = None
         if recorded != identity:
-            why = "was written by another model, questions file or settings" if recorded else "is not a predictions file of geovlm eval"
+            why = f"was written with another {_what_differs(recorded, identity)}" if isinstance(recorded, dict) \
+                else "is not a predictions file of geovlm eval"
             raise ValueError(f"{out} already exists and {why}; pass --overwrite to replace it, or choose another --out")
     done = _read_done(out) if out.exists() else {}
     if done or not out.exists():
@@ -299,6 +311,11 @@ def evaluate(
                 "text_only": text_only, "images": os.fspath(Path(images_dir).resolve())}
     if mode != "choice":  # only then, so that files of earlier (letter) runs still resume
         settings["mode"] = mode
+    from geovlm.loading import precision_of
+
+    precision = precision_of(model)
+    if precision != "fp32":  # likewise: bf16 or int8 answers are not fp32's, and never continue its file
+        settings["precision"] = precision
     done = _prepare_output(out, run_identity(questions_path, settings, model_id), overwrite)
     todo = [q for q in questions if q["question_id"] not in done]
     problems: Counter = Counter()
