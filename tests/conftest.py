@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
 import torch
+
+# The tests' results must not depend on the host: without a named dtype, inference on a CPU with bf16 units
+# would run in bf16 (geovlm.loading.default_inference_dtype). Subprocesses inherit it.
+os.environ["GEOVLM_CPU_DTYPE"] = "fp32"
 
 
 def free_port() -> int:

@@ -142,3 +142,27 @@ def test_settings_come_from_the_options_without_writing_back_into_them():
     assert args.stage2_reps is None  # the parsed options stay what the user typed
     args = parser.parse_args(["--quick", "--device", "cpu", "--reps", "3", "--stage2-reps", "1"])
     assert settings_from_args(args).stage2_reps == 1
+
+
+def test_weight_bytes_counts_what_is_stored(tiny_pair):
+    """Against the plain sum: fp32 and bf16 by dtype; int8 (torchao) by its int8 data and scales, so the
+    language model's linear weights cost a quarter of their fp32 bytes (plus one scale per row)."""
+    import copy
+
+    from geovlm.bench.common import weight_bytes
+    from geovlm.loading import quantize_in_place
+
+    model, _ = tiny_pair
+    unique = {id(t): t for t in [*model.parameters(), *model.buffers()]}.values()
+    plain = sum(t.numel() * t.element_size() for t in unique)
+    assert weight_bytes(model) == plain
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    assert weight_bytes(half) == sum(t.numel() * (2 if t.is_floating_point() else t.element_size()) for t in unique)
+    pytest.importorskip("torchao")
+    int8 = copy.deepcopy(model)
+    quantize_in_place(int8, "int8")
+    linears = [m for m in model.model.language_model.modules() if isinstance(m, torch.nn.Linear)]
+    weights = sum(m.weight.numel() for m in linears)
+    rows = sum(m.weight.shape[0] for m in linears)
+    scales = weight_bytes(int8) - (plain - 3 * weights)  # what the scales (and any zero points) add
+    assert 0 < scales <= 8 * rows

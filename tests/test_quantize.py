@@ -80,6 +80,33 @@ def test_unknown_method_and_missing_torchao_are_one_line(monkeypatch):
         quantization_config("int8")
 
 
+@pytest.mark.parametrize(("flags", "fixed", "expected"), [
+    (["avx2"], "", None),  # AVX2 only: bf16 is slower, the folder's own dtype (fp32) it is
+    (["avx2", "avx512f", "avx512_vnni"], "", None),
+    (["avx2", "avx512f", "avx512_bf16"], "", torch.bfloat16),
+    (["avx2", "amx_bf16", "amx_tile"], "", torch.bfloat16),
+    (["avx2", "avx512_bf16"], "fp32", torch.float32),  # GEOVLM_CPU_DTYPE fixes it, whatever the host
+    (["avx2"], "bf16", torch.bfloat16),
+])
+def test_the_cpu_default_is_bf16_only_where_the_cpu_has_bf16_units(flags, fixed, expected, monkeypatch):
+    import geovlm.loading as loading
+
+    monkeypatch.setattr(loading, "cpu_flags", lambda: flags)
+    monkeypatch.setenv("GEOVLM_CPU_DTYPE", fixed)
+    assert loading.default_inference_dtype("cpu") == expected
+    assert loading.inference_dtype(None, "cpu") == expected
+    assert loading.inference_dtype("fp32", "cpu") == torch.float32  # a named dtype wins
+
+
+def test_a_bad_cpu_dtype_variable_is_one_line(monkeypatch, model_dir):
+    from geovlm.errors import CLIError
+    from geovlm.serve.cli import load_model_or_fail
+
+    monkeypatch.setenv("GEOVLM_CPU_DTYPE", "fp64")
+    with pytest.raises(CLIError, match="GEOVLM_CPU_DTYPE='fp64': choose one of fp32, bf16, fp16"):
+        load_model_or_fail(str(model_dir), "cpu")
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("option", [["--dtype", "bf16"], ["--quantize", "int8"]])
 def test_ask_and_eval_run_in_reduced_precision(option, model_dir, tmp_path, capsys):

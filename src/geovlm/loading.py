@@ -48,16 +48,31 @@ def load_pretrained(
     return model.eval(), processor
 
 
-def default_inference_dtype(device: str | torch.device) -> torch.dtype | None:
-    """What `ask`, `eval` and the lmms-eval model run in: bfloat16 on a CUDA device that supports it,
-    else the dtype the folder was saved in (None)."""
-    device = torch.device(device)
-    return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-
-
 # `--dtype` names and the torch dtypes they stand for.
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 QUANTIZE_METHODS = ("int8",)
+# CPU units that run bf16 matmuls natively; without them PyTorch converts to fp32 around each one.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+CPU_DTYPE_VARIABLE = "GEOVLM_CPU_DTYPE"
+
+
+def default_inference_dtype(device: str | torch.device) -> torch.dtype | None:
+    """What `ask`, `eval`, `serve` and the lmms-eval model run in when no dtype is named: the fastest that
+    keeps the answers. bf16 on a CUDA device that supports it. On a CPU, bf16 where it has bf16 units
+    (about 2x fp32's tokens/s on an AVX-512 BF16 host) and else the folder's own dtype (None; bf16 is 2.3x
+    slower than fp32 on an AVX2-only CPU: docs/BENCHMARKS.md). `GEOVLM_CPU_DTYPE=fp32` (or bf16) fixes
+    the CPU's choice, as the tests do so that their results do not depend on the host."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if device.type != "cpu":
+        return None
+    fixed = os.environ.get(CPU_DTYPE_VARIABLE, "").strip()
+    if fixed:
+        if fixed not in DTYPES:
+            raise ValueError(f"{CPU_DTYPE_VARIABLE}={fixed!r}: choose one of {', '.join(DTYPES)}")
+        return DTYPES[fixed]
+    return torch.bfloat16 if set(BF16_CPU_FLAGS) & set(cpu_flags()) else None
 
 
 def precision_of(model: torch.nn.Module) -> str:
@@ -95,7 +110,7 @@ def reduced_precision_note(dtype: torch.dtype | None, quantize: str | None, devi
     if torch.device(device).type != "cpu":
         return None
     flags = cpu_flags()
-    if dtype == torch.bfloat16 and not {"avx512_bf16", "amx_bf16"} & set(flags):
+    if dtype == torch.bfloat16 and not set(BF16_CPU_FLAGS) & set(flags):
         return ("bf16 on this CPU (no avx512_bf16/amx_bf16) is slower than fp32 (see `geovlm bench`); "
                 "leave out --dtype for fp32")
     if quantize == "int8" and "amx_int8" not in flags:

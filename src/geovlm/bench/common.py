@@ -171,6 +171,19 @@ def load_average() -> list[float]:
 
 
 # ---------------------------------------------------------------------- memory
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes the model's parameters and buffers hold (a shared tensor once), counting a quantized weight
+    by the tensors it is stored in (torchao's int8 data and scales), not by the dtype it stands for."""
+
+    def stored(tensor: torch.Tensor) -> int:
+        if hasattr(tensor, "__tensor_flatten__"):  # a tensor subclass: what it is made of
+            names, _ = tensor.__tensor_flatten__()
+            return sum(stored(getattr(tensor, name)) for name in names)
+        return tensor.numel() * tensor.element_size()
+
+    return sum(stored(p.data) for p in model.parameters()) + sum(stored(b) for b in model.buffers())
+
+
 def rss_bytes() -> int:
     """Resident set size now."""
     try:

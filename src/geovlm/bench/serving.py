@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from geovlm.bench.common import CpuLoad, Settings, load_average, log, median, timed
+from geovlm.bench.common import CpuLoad, Settings, load_average, log, median, timed, weight_bytes
 from geovlm.bench.inference import question_of_length, shared_model, synth_problems
 
 
@@ -80,10 +80,12 @@ def precision(settings: Settings) -> dict[str, Any]:
             "greedy_equal_to_fp32": bool(torch.equal(ids, fp32_ids)),
             "first_divergence": int(diff[0, 0]) if len(diff) else None,
             "max_abs_logit_diff": float((logits[name] - logits["fp32"]).abs().max()),
+            "weight_bytes": weight_bytes(variants[name]),
             "logit_scale": float(logits["fp32"].abs().max()),
         }  # fmt: skip
     for row in rows.values():
         row["vs_fp32"] = row["tokens_per_s"] / rows["fp32"]["tokens_per_s"]
+        row["memory_vs_fp32"] = row["weight_bytes"] / rows["fp32"]["weight_bytes"]
     notes = [f"{name} generates at {row['vs_fp32']:.2f}x fp32's speed on this CPU: slower, so fp32 stays the default"
              for name, row in rows.items() if name != "fp32" and row["vs_fp32"] < 1]
     for note in notes:

@@ -96,6 +96,8 @@ def _print_to_stdout(text: str) -> bool:
 
 
 def _register_eval(subparsers: SubParsers) -> None:
+    from geovlm.serve.cli import add_precision_arguments
+
     parser = subparsers.add_parser(
         "eval",
         help="answer a GeoQA-format test set with a model and score it",
@@ -123,10 +125,7 @@ def _register_eval(subparsers: SubParsers) -> None:
         "(default: choice)",
     )
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
-                        help="weights' dtype (default: bf16 on a CUDA GPU that has it, else as saved, i.e. fp32)")
-    parser.add_argument("--quantize", choices=("int8",),
-                        help="int8 weights for the language model (torchao through transformers' quantization_config)")
+    add_precision_arguments(parser)
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the score report as JSON")
     parser.add_argument("--text-only", action="store_true", help="allow a questions file where no question has an image")
     parser.add_argument("--overwrite", action="store_true",

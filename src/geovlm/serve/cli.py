@@ -54,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_precision_arguments(parser: argparse.ArgumentParser) -> None:
     """`--dtype` and `--quantize`, shared by ask, eval and serve."""
     parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
-                        help="weights' dtype (default: bf16 on a CUDA GPU that has it, else as saved, i.e. fp32)")
+                        help="weights' dtype (default: bf16 on a CUDA GPU, or on a CPU with bf16 units: avx512_bf16 "
+                        "or amx_bf16; else as saved, i.e. fp32; GEOVLM_CPU_DTYPE=fp32 fixes the CPU's)")
     parser.add_argument("--quantize", choices=("int8",),
                         help="int8 weights for the language model (torchao through transformers' quantization_config)")
 
@@ -116,13 +117,16 @@ def load_model_or_fail(name: str, device: str | None = None, dtype: str | None =
     hf_logging.disable_progress_bar()  # keep the terminal for the answer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    torch_dtype = inference_dtype(dtype, device)
+    try:
+        torch_dtype = inference_dtype(dtype, device)
+    except ValueError as err:  # a bad GEOVLM_CPU_DTYPE
+        raise CLIError(str(err)) from err
     if quantize is not None:
         try:
             quantization_config(quantize)
         except ValueError as err:
             raise CLIError(str(err)) from err
-    note = reduced_precision_note(torch_dtype if dtype is not None else None, quantize, device)
+    note = reduced_precision_note(torch_dtype, quantize, device)
     if note:
         print(f"note: {note}", file=sys.stderr)
     from huggingface_hub.errors import StrictDataclassError

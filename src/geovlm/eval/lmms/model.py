@@ -59,8 +59,8 @@ def parse_batch_size(value: Any) -> int:
 
 
 def inference_dtype(dtype: str | None, device: torch.device) -> torch.dtype | None:
-    """`auto` (the default) chooses as `geovlm eval` does: bfloat16 on a CUDA device that supports it,
-    else the dtype the folder was saved in; or a named dtype."""
+    """`auto` (the default) chooses as `geovlm eval` does (`default_inference_dtype`: bf16 on a CUDA device
+    or CPU that runs it natively, else the folder's own dtype); or a named dtype."""
     if dtype in (None, "", "auto"):
         from geovlm.loading import default_inference_dtype
 
