@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from geovlm.data.jsonfile import read_json_objects
+
 VARIANTS = {"fp32": ["--dtype", "fp32"], "bf16": ["--dtype", "bf16"], "int8": ["--quantize", "int8"]}
 
 
@@ -33,11 +35,7 @@ def run_eval(model: str, data: Path, variant: str, work: Path, max_new_tokens: i
     if proc.returncode != 0:
         sys.exit(f"geovlm eval ({variant}) failed:\n{proc.stderr[-2000:]}")
     seconds = time.perf_counter() - start
-    replies = {}
-    with open(predictions, encoding="utf-8") as f:
-        for line in f:
-            record = json.loads(line)
-            replies[record["question_id"]] = record["text"]
+    replies = {record["question_id"]: record["text"] for _, record in read_json_objects(predictions)}
     report = json.loads(score.read_text())
     return {"accuracy": report["accuracy"], "seconds": round(seconds, 1), "replies": replies}  # accuracy in percent
 
