@@ -145,8 +145,9 @@ def test_settings_come_from_the_options_without_writing_back_into_them():
 
 
 def test_weight_bytes_counts_what_is_stored(tiny_pair):
-    """Against the plain sum: fp32 and bf16 by dtype; int8 (torchao) by its int8 data and scales, so the
-    language model's linear weights cost a quarter of their fp32 bytes (plus one scale per row)."""
+    """Against the plain sum: fp32 and bf16 by dtype; int8 (torchao) by its int8 data and scales, so each
+    quantized linear weight costs a quarter of its fp32 bytes (plus one scale per row) and the bf16
+    vocabulary tables half."""
     import copy
 
     from geovlm.bench.common import weight_bytes
@@ -161,8 +162,12 @@ def test_weight_bytes_counts_what_is_stored(tiny_pair):
     pytest.importorskip("torchao")
     int8 = copy.deepcopy(model)
     quantize_in_place(int8, "int8")
-    linears = [m for m in model.model.language_model.modules() if isinstance(m, torch.nn.Linear)]
+    quantized = [name for name, m in int8.named_modules() if "Int8" in type(getattr(m, "weight", None)).__name__]
+    linears = [m for name, m in model.named_modules() if name in quantized]
+    assert linears and all(isinstance(m, torch.nn.Linear) for m in linears)
     weights = sum(m.weight.numel() for m in linears)
     rows = sum(m.weight.shape[0] for m in linears)
-    scales = weight_bytes(int8) - (plain - 3 * weights)  # what the scales (and any zero points) add
+    tables = {id(t): t for t in (model.get_input_embeddings().weight, model.get_output_embeddings().weight)}.values()
+    halved = sum(t.numel() * 2 for t in tables)
+    scales = weight_bytes(int8) - (plain - 3 * weights - halved)  # what the scales (and any zero points) add
     assert 0 < scales <= 8 * rows

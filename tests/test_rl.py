@@ -259,6 +259,7 @@ def test_scoring_completion_positions_only_gives_trls_log_probabilities():
     assert everywhere[0][:, -5:].abs().sum() > 0 and everywhere[0][:, :-6].abs().sum() == 0
 
 
+@pytest.mark.integration  # a statistical check over many samples (seconds): make test runs it
 def test_sampling_on_support_draws_from_the_same_distribution():
     from geovlm.train.rl.sampling import SUPPORT_CAP, multinomial_on_support
 

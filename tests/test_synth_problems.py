@@ -139,6 +139,7 @@ def test_choices_are_four_distinct_values_with_the_answer() -> None:
             assert all(c.endswith(p.unit) for c in p.choices), p.prompt
 
 
+@pytest.mark.integration  # a statistical check over many samples (seconds): make test runs it
 def test_answer_letters_are_uniform() -> None:
     letters = Counter(p.answer for p in sample(2000, seed=9))
     for letter in "ABCD":
@@ -206,6 +207,7 @@ def test_four_shapes_lists_the_same_choices_in_the_same_order() -> None:
     assert all(p.family != "four_shapes" for p in sample(600, seed=3))
 
 
+@pytest.mark.integration  # a statistical check over many samples (seconds): make test runs it
 def test_blind_reader_is_near_chance_on_diagram_questions() -> None:
     """A reader that sees only the text (and has learned which answers are common for each
     question) should be close to chance when the values are in the diagram only."""

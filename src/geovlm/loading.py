@@ -77,7 +77,8 @@ def default_inference_dtype(device: str | torch.device) -> torch.dtype | None:
 
 def precision_of(model: torch.nn.Module) -> str:
     """How a loaded model computes, as the `--dtype` / `--quantize` names say it: "fp32", "bf16",
-    "fp32+Int8Tensor" (quantized weights by their tensor class, which names the method)."""
+    "bf16/fp32+Int8Tensor" (int8: bf16 vocabulary tables, the rest fp32; quantized weights by their tensor
+    class, which names the method)."""
     names = {dtype: name for name, dtype in DTYPES.items()}
     dtypes = sorted({names.get(p.dtype, str(p.dtype)) for p in model.parameters() if p.is_floating_point()})
     quantized = sorted({type(p.data).__name__ for p in model.parameters() if type(p.data) is not torch.Tensor})
@@ -121,8 +122,10 @@ def reduced_precision_note(dtype: torch.dtype | None, quantize: str | None, devi
 
 def quantization_config(method: str) -> Any:
     """transformers' `quantization_config` for a `--quantize` method: int8 = torchao's int8 weight-only
-    quantization (`TorchAoConfig(Int8WeightOnlyConfig())`), which runs on CPUs and GPUs. ValueError, in one
-    line, for an unknown method or without torchao."""
+    quantization (`TorchAoConfig(Int8WeightOnlyConfig())`, one scale per output row), which runs on CPUs and
+    GPUs, for every linear layer but those in NOT_QUANTIZED; `load_geovlm` then stores the vocabulary tables
+    in bf16 (`store_vocabulary_tables_in_bf16`). ValueError, in one line, for an unknown method or without
+    torchao."""
     if method not in QUANTIZE_METHODS:
         raise ValueError(f"unknown quantization {method!r}; choose from {', '.join(QUANTIZE_METHODS)}")
     import logging
@@ -140,17 +143,53 @@ def quantization_config(method: str) -> Any:
     return TorchAoConfig(Int8WeightOnlyConfig(), modules_to_not_convert=list(NOT_QUANTIZED))
 
 
-# Left in full precision: the vision tower and projector (small; the image is encoded once) and the output
-# head, whose 151,936-wide logits decide the greedy choice.
-NOT_QUANTIZED = ("model.vision_tower", "model.projector", "lm_head")
+# Linear layers left out of int8: the projector (3.6 M parameters at real size, the only layer trained from
+# scratch) and the output head, a vocabulary table (below).
+NOT_QUANTIZED = ("model.projector", "lm_head")
 
 
 def quantize_in_place(model: GeoVLM, method: str) -> None:
-    """The same quantization on a model built in memory (seed checkpoints, merged adapters)."""
+    """The quantization `load_pretrained(..., quantize=method)` applies, on a model built in memory (seed
+    checkpoints, merged adapters, the benchmark's copies); tests/test_quantize.py holds the two paths equal."""
     from torchao.quantization import quantize_
 
-    config = quantization_config(method).quant_type
-    quantize_(model.model.language_model, config)
+    def quantized(module: torch.nn.Module, name: str) -> bool:
+        return isinstance(module, torch.nn.Linear) and not any(
+            name == skipped or name.startswith(skipped + ".") for skipped in NOT_QUANTIZED)
+
+    quantize_(model, quantization_config(method).quant_type, filter_fn=quantized)
+    store_vocabulary_tables_in_bf16(model)
+
+
+def store_vocabulary_tables_in_bf16(model: GeoVLM) -> None:
+    """Under `--quantize int8`, the token embedding and output head (151,936 rows each, tied in Qwen2.5:
+    a quarter of the real model's fp32 bytes) are stored in bf16, and the rest of the model keeps its dtype.
+    Not int8: torchao's int8 embedding dequantizes the whole table on every lookup (0.68 s per decoding step
+    at real size on a 2-core EPYC, against 0.004 ms in fp32) and its int8 head ran 6.9x slower than fp32's,
+    while a bf16 head's matrix-vector product ran 2.2x faster than fp32's on the same CPU
+    (`bench/cpu_kernels.py`, docs/BENCHMARKS.md). Hooks cast at the two tables' edges, so no layer sees a
+    dtype it was not built for."""
+    embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
+    compute_dtype = embedding.weight.dtype
+    if compute_dtype == torch.bfloat16:
+        return  # a bf16 model (--dtype bf16 --quantize int8), or this ran before
+    for table in {embedding, head}:
+        table.to(torch.bfloat16)  # a tied head shares the embedding's Parameter, and stays tied
+    embedding.register_forward_hook(_output_cast_to(compute_dtype))
+    head.register_forward_pre_hook(_input_cast_to(torch.bfloat16))
+    head.register_forward_hook(_output_cast_to(compute_dtype))
+
+
+def _output_cast_to(dtype: torch.dtype) -> Any:
+    def hook(module: torch.nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
+        return output.to(dtype)
+    return hook
+
+
+def _input_cast_to(dtype: torch.dtype) -> Any:
+    def hook(module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (args[0].to(dtype), *args[1:])
+    return hook
 
 
 def check_folder_kind(path: str | os.PathLike) -> None:
@@ -183,7 +222,9 @@ def load_geovlm(path: str | os.PathLike, *, dtype: torch.dtype | str | None = No
             check_weights_fit(path, config, stored, described_by="config.json",
                               fix="restore the config.json saved with these weights")
     if quantize is not None:
-        return GeoVLM.from_pretrained(path, dtype=dtype, quantization_config=quantization_config(quantize))
+        model = GeoVLM.from_pretrained(path, dtype=dtype, quantization_config=quantization_config(quantize))
+        store_vocabulary_tables_in_bf16(model)
+        return model
     return GeoVLM.from_pretrained(path, dtype=dtype)
 
 

@@ -57,7 +57,8 @@ def add_precision_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weights' dtype (default: bf16 on a CUDA GPU, or on a CPU with bf16 units: avx512_bf16 "
                         "or amx_bf16; else as saved, i.e. fp32; GEOVLM_CPU_DTYPE=fp32 fixes the CPU's)")
     parser.add_argument("--quantize", choices=("int8",),
-                        help="int8 weights for the language model (torchao through transformers' quantization_config)")
+                        help="int8 linear layers (torchao through transformers' quantization_config), bf16 vocabulary "
+                             "tables: 0.32x fp32's weight memory")
 
 
 def looks_like_hub_id(name: str) -> bool:
