@@ -8,7 +8,8 @@ and int8, at the batch sizes generation meets (1 token per step when decoding al
 Rows: embedding lookup of one token; head (`F.linear`) at M rows; each Qwen2.5-0.5B linear shape at M rows.
 Variants: fp32; bf16 (weights and input in bf16); torchao 0.18 int8 weight-only (`Int8WeightOnlyConfig`,
 per row; and `IntxWeightOnlyConfig` int8 per row, torchao's embedding recipe); PyTorch's own
-`aten._weight_int8pack_mm` (int8 weights, no dequantized copy). Median of --reps after two warm-ups, ms.
+`aten._weight_int8pack_mm` (int8 weights, no dequantized copy) and `aten._weight_int4pack_mm_for_cpu` (int4
+weights in groups of 128, the kernel under int4 weight-only quantization on CPUs). Median of --reps after two warm-ups, ms.
 """
 
 from __future__ import annotations
@@ -53,12 +54,19 @@ def torchao_table(weight: torch.Tensor, recipe: str) -> torch.nn.Embedding:
     return table
 
 
+def int4_packed(fan_out: int, fan_in: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random int4 weights packed for PyTorch's CPU kernel, and their per-group scales and zero points."""
+    values = torch.randint(0, 16, (fan_out, fan_in), dtype=torch.int32)
+    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(values, 1), torch.rand(fan_in // 128, fan_out, 2)
+
+
 def vocabulary_rows(reps: int) -> list[dict[str, Any]]:
     F = torch.nn.functional
     weight = torch.randn(VOCAB, HIDDEN) * 0.02
     half = weight.to(torch.bfloat16)
     ids = torch.tensor([[5]])
     packed, scales = torch.randint(-127, 128, (VOCAB, HIDDEN), dtype=torch.int8), torch.rand(VOCAB)
+    packed4, scales4 = int4_packed(VOCAB, HIDDEN)
     rows = [{"op": "embedding lookup", "m": 1, "fp32": milliseconds(reps, F.embedding, ids, weight),
              "bf16": milliseconds(reps, lambda i: F.embedding(i, half).float(), ids)}]
     tables = {recipe: torchao_table(weight, recipe) for recipe in ("Int8WeightOnly", "IntxWeightOnly")}
@@ -69,7 +77,8 @@ def vocabulary_rows(reps: int) -> list[dict[str, Any]]:
         x = torch.randn(m, HIDDEN)
         row = {"op": "output head", "m": m, "fp32": milliseconds(reps, F.linear, x, weight),
                "bf16": milliseconds(reps, lambda a: F.linear(a.to(torch.bfloat16), half).float(), x),
-               "aten int8pack": milliseconds(reps, torch.ops.aten._weight_int8pack_mm, x, packed, scales)}
+               "aten int8pack": milliseconds(reps, torch.ops.aten._weight_int8pack_mm, x, packed, scales),
+               "aten int4pack": milliseconds(reps, torch.ops.aten._weight_int4pack_mm_for_cpu, x, packed4, 128, scales4)}
         for recipe, table in tables.items():
             row[f"torchao {recipe}"] = milliseconds(slow, F.linear, x, table.weight)
         rows.append(row)
@@ -85,16 +94,19 @@ def linear_rows(reps: int) -> list[dict[str, Any]]:
         half = copy.deepcopy(layer).to(torch.bfloat16)
         int8 = copy.deepcopy(layer)
         quantize_(int8, Int8WeightOnlyConfig())
+        packed4, scales4 = int4_packed(fan_out, fan_in)
         for m in (1, 8, 171):
             x = torch.randn(m, fan_in)
             xb = x.to(torch.bfloat16)
             rows.append({"op": f"linear {fan_in}->{fan_out}", "m": m, "fp32": milliseconds(reps, layer, x),
-                         "bf16": milliseconds(reps, half, xb), "torchao Int8WeightOnly": milliseconds(reps, int8, x)})
+                         "bf16": milliseconds(reps, half, xb), "torchao Int8WeightOnly": milliseconds(reps, int8, x),
+                         "aten int4pack": milliseconds(reps, torch.ops.aten._weight_int4pack_mm_for_cpu, x, packed4,
+                                                       128, scales4)})
     return rows
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    columns = ["fp32", "bf16", "torchao Int8WeightOnly", "torchao IntxWeightOnly", "aten int8pack"]
+    columns = ["fp32", "bf16", "torchao Int8WeightOnly", "torchao IntxWeightOnly", "aten int8pack", "aten int4pack"]
     print(f"{'op':<22}{'M':>5}" + "".join(f"{c:>24}" for c in columns) + "   (ms; x = fp32 / variant)")
     for row in rows:
         cells = []

@@ -164,8 +164,8 @@ def quantize_in_place(model: GeoVLM, method: str) -> None:
 def store_vocabulary_tables_in_bf16(model: GeoVLM) -> None:
     """Under `--quantize int8`, the token embedding and output head (151,936 rows each, tied in Qwen2.5:
     a quarter of the real model's fp32 bytes) are stored in bf16, and the rest of the model keeps its dtype.
-    Not int8: torchao's int8 embedding dequantizes the whole table on every lookup (0.68 s per decoding step
-    at real size on a 2-core EPYC, against 0.004 ms in fp32) and its int8 head ran 6.9x slower than fp32's,
+    Not int8: torchao's int8 embedding dequantizes the whole table on every lookup (0.6-0.7 s per decoding
+    step at real size on a 2-core EPYC, against 0.004 ms in fp32) and its int8 head ran 7-8x slower than fp32's,
     while a bf16 head's matrix-vector product ran 2.2x faster than fp32's on the same CPU
     (`bench/cpu_kernels.py`, docs/BENCHMARKS.md). Hooks cast at the two tables' edges, so no layer sees a
     dtype it was not built for."""
