@@ -122,7 +122,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.json is not None and args.json.exists():
         parser.error(f"--json {args.json} exists; choose another file")
-    from geovlm.loading import cpu_flags
+    from geovlm.precision import cpu_flags
 
     torch.manual_seed(0)
     with torch.inference_mode():

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from geovlm.bench.common import weight_bytes
-from geovlm.loading import build_tiny, quantize_in_place
+from geovlm.loading import build_tiny
+from geovlm.precision import quantize_in_place
 
 MIB = 2**20
 

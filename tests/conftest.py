@@ -7,7 +7,7 @@ import pytest
 import torch
 
 # The tests' results must not depend on the host: without a named dtype, inference on a CPU with bf16 units
-# would run in bf16 (geovlm.loading.default_inference_dtype). Subprocesses inherit it.
+# would run in bf16 (geovlm.precision.default_inference_dtype). Subprocesses inherit it.
 os.environ["GEOVLM_CPU_DTYPE"] = "fp32"
 
 

@@ -151,7 +151,7 @@ def test_weight_bytes_counts_what_is_stored(tiny_pair):
     import copy
 
     from geovlm.bench.common import weight_bytes
-    from geovlm.loading import quantize_in_place
+    from geovlm.precision import quantize_in_place
 
     model, _ = tiny_pair
     unique = {id(t): t for t in [*model.parameters(), *model.buffers()]}.values()

@@ -11,7 +11,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from geovlm.cli import main as cli_main
-from geovlm.loading import load_pretrained, quantization_config
+from geovlm.loading import load_pretrained
+from geovlm.precision import quantization_config
 from geovlm.processing.conversation import question_messages
 from geovlm.serve.chat import chat, prompt_batch
 
@@ -73,7 +74,8 @@ def test_loading_int8_and_quantizing_in_memory_give_the_same_model(tied, tmp_pat
     pytest.importorskip("torchao")
     import copy
 
-    from geovlm.loading import build_tiny, precision_of, quantize_in_place
+    from geovlm.loading import build_tiny
+    from geovlm.precision import precision_of, quantize_in_place
 
     model, processor = build_tiny(head_std=None if tied else 0.5)
     model.save_pretrained(tmp_path)
@@ -124,13 +126,13 @@ def test_unknown_method_and_missing_torchao_are_one_line(monkeypatch):
     (["avx2"], "bf16", torch.bfloat16),
 ])
 def test_the_cpu_default_is_bf16_only_where_the_cpu_has_bf16_units(flags, fixed, expected, monkeypatch):
-    import geovlm.loading as loading
+    import geovlm.precision as precision
 
-    monkeypatch.setattr(loading, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
     monkeypatch.setenv("GEOVLM_CPU_DTYPE", fixed)
-    assert loading.default_inference_dtype("cpu") == expected
-    assert loading.inference_dtype(None, "cpu") == expected
-    assert loading.inference_dtype("fp32", "cpu") == torch.float32  # a named dtype wins
+    assert precision.default_inference_dtype("cpu") == expected
+    assert precision.inference_dtype(None, "cpu") == expected
+    assert precision.inference_dtype("fp32", "cpu") == torch.float32  # a named dtype wins
 
 
 def test_a_bad_cpu_dtype_variable_is_one_line(monkeypatch, model_dir):

@@ -60,7 +60,7 @@ def machine_info(settings: Settings) -> dict[str, Any]:
     import torch
     import transformers
 
-    from geovlm.loading import cpu_flags
+    from geovlm.precision import cpu_flags
 
     cpu = platform.processor() or platform.machine()
     try:

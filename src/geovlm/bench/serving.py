@@ -25,7 +25,7 @@ def precision(settings: Settings) -> dict[str, Any]:
     weights, bf16 weights and int8 weights (`--quantize int8`: torchao's int8 weight-only quantization of the
     linear layers, the config it passes to `from_pretrained`, and bf16 vocabulary tables), the three alive
     together and their runs alternated; each variant's greedy tokens and first-step logits against fp32's."""
-    from geovlm.loading import cpu_flags, quantization_config, quantize_in_place
+    from geovlm.precision import cpu_flags, quantization_config, quantize_in_place
     from geovlm.processing.conversation import question_messages
     from geovlm.serve.chat import prepare_image, prompt_batch
 

@@ -311,7 +311,7 @@ def evaluate(
                 "text_only": text_only, "images": os.fspath(Path(images_dir).resolve())}
     if mode != "choice":  # only then, so that files of earlier (letter) runs still resume
         settings["mode"] = mode
-    from geovlm.loading import precision_of
+    from geovlm.precision import precision_of
 
     precision = precision_of(model)
     if precision != "fp32":  # likewise: bf16 or int8 answers are not fp32's, and never continue its file

@@ -113,7 +113,8 @@ def load_model_or_fail(name: str, device: str | None = None, dtype: str | None =
     import torch
     from transformers.utils import logging as hf_logging
 
-    from geovlm.loading import inference_dtype, load_pretrained, quantization_config, reduced_precision_note
+    from geovlm.loading import load_pretrained
+    from geovlm.precision import inference_dtype, quantization_config, reduced_precision_note
 
     hf_logging.disable_progress_bar()  # keep the terminal for the answer
 

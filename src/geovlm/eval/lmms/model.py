@@ -62,7 +62,7 @@ def inference_dtype(dtype: str | None, device: torch.device) -> torch.dtype | No
     """`auto` (the default) chooses as `geovlm eval` does (`default_inference_dtype`: bf16 on a CUDA device
     or CPU that runs it natively, else the folder's own dtype); or a named dtype."""
     if dtype in (None, "", "auto"):
-        from geovlm.loading import default_inference_dtype
+        from geovlm.precision import default_inference_dtype
 
         return default_inference_dtype(device)
     if dtype not in DTYPES:
