@@ -21,7 +21,8 @@ from pathlib import Path
 
 from geovlm.data.jsonfile import read_json_objects
 
-VARIANTS = {"fp32": ["--dtype", "fp32"], "bf16": ["--dtype", "bf16"], "int8": ["--quantize", "int8"]}
+VARIANTS = {"fp32": ["--dtype", "fp32"], "bf16": ["--dtype", "bf16"], "int8": ["--quantize", "int8"],
+            "bf16-weights": ["--dtype", "fp32", "--quantize", "bf16"]}
 
 
 def run_eval(model: str, data: Path, variant: str, work: Path, max_new_tokens: int, batch_size: int) -> dict:
@@ -63,9 +64,9 @@ def main() -> int:
         same = sum(result["replies"].get(qid) == reply for qid, reply in reference.items())
         rows.append({"variant": variant, "accuracy": result["accuracy"], "seconds": result["seconds"],
                      "identical_to_fp32": same / len(reference), "questions": len(reference)})
-    print(f"{'weights':8} {'accuracy':>9} {'vs fp32':>8} {'identical':>10} {'eval s':>7}")
+    print(f"{'weights':12} {'accuracy':>9} {'vs fp32':>8} {'identical':>10} {'eval s':>7}")
     for row in rows:
-        print(f"{row['variant']:8} {row['accuracy']:8.1f}% {row['accuracy'] - rows[0]['accuracy']:+7.1f} "
+        print(f"{row['variant']:12} {row['accuracy']:8.1f}% {row['accuracy'] - rows[0]['accuracy']:+7.1f} "
               f"{100 * row['identical_to_fp32']:9.1f}% {row['seconds']:7.1f}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

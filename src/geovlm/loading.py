@@ -13,7 +13,7 @@ from geovlm.convert.folders import check_weights_fit, read_config_json, stored_t
 from geovlm.convert.seed import convert_seed_checkpoint, read_seed_config
 from geovlm.modeling import GeoVLM, GeoVLMConfig, GeoVLMProcessor
 from geovlm.modeling.modeling_geovlm import LEGACY_KEY_MAPPING
-from geovlm.precision import quantization_config, quantize_in_place, store_vocabulary_tables_in_bf16
+from geovlm.precision import finish_quantization, quantization_config, quantize_in_place
 from geovlm.processing.build import processor_for
 from geovlm.processing.conversation import prompt_text, question_messages
 
@@ -79,8 +79,10 @@ def load_geovlm(path: str | os.PathLike, *, dtype: torch.dtype | str | None = No
             check_weights_fit(path, config, stored, described_by="config.json",
                               fix="restore the config.json saved with these weights")
     if quantize is not None:
-        model = GeoVLM.from_pretrained(path, dtype=dtype, quantization_config=quantization_config(quantize))
-        store_vocabulary_tables_in_bf16(model)
+        config = quantization_config(quantize)
+        extra = {} if config is None else {"quantization_config": config}
+        model = GeoVLM.from_pretrained(path, dtype=dtype, **extra)
+        finish_quantization(model, quantize)
         return model
     return GeoVLM.from_pretrained(path, dtype=dtype)
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import torch
 
+from geovlm.constants import QUANTIZE_METHODS
 from geovlm.modeling import GeoVLM
 
 # `--dtype` names and the torch dtypes they stand for.
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-QUANTIZE_METHODS = ("int8",)
 # CPU units that run bf16 matmuls natively; without them PyTorch converts to fp32 around each one.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 CPU_DTYPE_VARIABLE = "GEOVLM_CPU_DTYPE"
@@ -35,6 +35,21 @@ def default_inference_dtype(device: str | torch.device) -> torch.dtype | None:
             raise ValueError(f"{CPU_DTYPE_VARIABLE}={fixed!r}: choose one of {', '.join(DTYPES)}")
         return DTYPES[fixed]
     return torch.bfloat16 if set(BF16_CPU_FLAGS) & set(cpu_flags()) else None
+
+
+def default_quantize(device: str | torch.device, sequences: int) -> str | None:
+    """The `--quantize` method used when neither --dtype nor --quantize is named, for `sequences` generated
+    at once: on a CPU without bf16 units, bf16 weights computing in fp32 for up to BF16_PRODUCT_MAX_ROWS
+    sequences (1.6x fp32's tokens/s at real size on an AVX2 CPU, the quickstart model's answers kept:
+    docs/BENCHMARKS.md); larger batches (eval's 16, serve's 8) are faster with fp32 weights. None elsewhere:
+    CUDA and CPUs with bf16 units run bf16 (`default_inference_dtype`), and `GEOVLM_CPU_DTYPE` fixes the
+    CPU's choice."""
+    device = torch.device(device)
+    if device.type != "cpu" or os.environ.get(CPU_DTYPE_VARIABLE, "").strip():
+        return None
+    if set(BF16_CPU_FLAGS) & set(cpu_flags()) or sequences > BF16_PRODUCT_MAX_ROWS:
+        return None
+    return "bf16"
 
 
 def precision_of(model: torch.nn.Module) -> str:
@@ -67,29 +82,41 @@ def cpu_flags() -> list[str]:
     return [flag for flag in wanted if flag in flags]
 
 
-def reduced_precision_note(dtype: torch.dtype | None, quantize: str | None, device: str | torch.device) -> str | None:
-    """One line when reduced precision is likely slower than fp32 on this CPU (measured with `geovlm bench`:
-    without avx512_bf16/AMX, bf16 matmuls are emulated; int8 weight-only kernels dequantize on the fly)."""
+def reduced_precision_note(dtype: torch.dtype | None, quantize: str | None, device: str | torch.device,
+                           sequences: int = 1) -> str | None:
+    """One line when the precision asked for is likely slower than fp32 on this CPU for `sequences` generated
+    at once (measured with `geovlm bench` and bench/cpu_kernels.py: without avx512_bf16/AMX, bf16 products of
+    many rows are converted; int8 weight-only kernels dequantize on the fly)."""
     if torch.device(device).type != "cpu":
         return None
     flags = cpu_flags()
-    if dtype == torch.bfloat16 and not set(BF16_CPU_FLAGS) & set(flags):
+    bf16_units = bool(set(BF16_CPU_FLAGS) & set(flags))
+    if dtype == torch.bfloat16 and not bf16_units:
         return ("bf16 on this CPU (no avx512_bf16/amx_bf16) is slower than fp32 (see `geovlm bench`); "
-                "leave out --dtype for fp32")
+                "--quantize bf16 keeps bf16 weights and computes in fp32")
+    if quantize == "bf16" and not bf16_units and sequences > BF16_PRODUCT_MAX_ROWS:
+        return (f"bf16 weights on this CPU (no avx512_bf16/amx_bf16) are faster than fp32 for up to "
+                f"{BF16_PRODUCT_MAX_ROWS} sequences at a time and slower for {sequences}; they save memory")
     if quantize == "int8" and "amx_int8" not in flags:
         return ("int8 weights on this CPU (no amx_int8) generate slower than fp32 (see `geovlm bench`); they save "
                 "memory; leave out --quantize for fp32 speed")
     return None
 
 
-def quantization_config(method: str) -> Any:
-    """transformers' `quantization_config` for a `--quantize` method: int8 = torchao's int8 weight-only
-    quantization (`TorchAoConfig(Int8WeightOnlyConfig())`, one scale per output row), which runs on CPUs and
-    GPUs, for every linear layer but those in NOT_QUANTIZED; `load_geovlm` then stores the vocabulary tables
-    in bf16 (`store_vocabulary_tables_in_bf16`). ValueError, in one line, for an unknown method or without
-    torchao."""
+def check_quantize_method(method: str) -> None:
     if method not in QUANTIZE_METHODS:
         raise ValueError(f"unknown quantization {method!r}; choose from {', '.join(QUANTIZE_METHODS)}")
+
+
+def quantization_config(method: str) -> Any:
+    """transformers' `quantization_config` for a `--quantize` method, None where there is none (bf16:
+    `finish_quantization` converts the weights after loading). int8 = torchao's int8 weight-only quantization
+    (`TorchAoConfig(Int8WeightOnlyConfig())`, one scale per output row), which runs on CPUs and GPUs, for
+    every linear layer but those in NOT_QUANTIZED; `finish_quantization` then stores the vocabulary tables
+    in bf16. ValueError, in one line, for an unknown method or int8 without torchao."""
+    check_quantize_method(method)
+    if method == "bf16":
+        return None
     import logging
 
     # torchao's import warns about its CUDA-only kernels (mxfp8, cutlass) on a CPU machine, and torch about
@@ -105,7 +132,7 @@ def quantization_config(method: str) -> Any:
     return TorchAoConfig(Int8WeightOnlyConfig(), modules_to_not_convert=list(NOT_QUANTIZED))
 
 
-# Linear layers left out of int8: the projector (3.6 M parameters at real size, the only layer trained from
+# Linear layers left out of --quantize: the projector (3.6 M parameters at real size, the only layer trained from
 # scratch) and the output head, a vocabulary table (below).
 NOT_QUANTIZED = ("model.projector", "lm_head")
 
@@ -113,42 +140,67 @@ NOT_QUANTIZED = ("model.projector", "lm_head")
 def quantize_in_place(model: GeoVLM, method: str) -> None:
     """The quantization `load_pretrained(..., quantize=method)` applies, on a model built in memory (seed
     checkpoints, merged adapters, the benchmark's copies); tests/test_quantize.py holds the two paths equal."""
-    from torchao.quantization import quantize_
+    if method == "int8":
+        from torchao.quantization import quantize_
 
-    def quantized(module: torch.nn.Module, name: str) -> bool:
-        return isinstance(module, torch.nn.Linear) and not any(
-            name == skipped or name.startswith(skipped + ".") for skipped in NOT_QUANTIZED)
-
-    quantize_(model, quantization_config(method).quant_type, filter_fn=quantized)
-    store_vocabulary_tables_in_bf16(model)
+        quantize_(model, quantization_config(method).quant_type, filter_fn=quantized_linear)
+    finish_quantization(model, method)
 
 
-def store_vocabulary_tables_in_bf16(model: GeoVLM) -> None:
-    """Under `--quantize int8`, the token embedding and output head (151,936 rows each, tied in Qwen2.5:
-    a quarter of the real model's fp32 bytes) are stored in bf16, and the rest of the model keeps its dtype.
-    Not int8: torchao's int8 embedding dequantizes the whole table on every lookup (0.6-0.7 s per decoding
-    step at real size on a 2-core EPYC, against 0.004 ms in fp32) and its int8 head ran 7-8x slower than fp32's,
-    while a bf16 head's matrix-vector product ran 2.2x faster than fp32's on the same CPU
-    (`bench/cpu_kernels.py`, docs/BENCHMARKS.md). Hooks cast at the two tables' edges, so no layer sees a
-    dtype it was not built for."""
-    embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
+def quantized_linear(module: torch.nn.Module, name: str) -> bool:
+    """Whether `--quantize` stores this module's weight in int8 or bf16: every linear layer but NOT_QUANTIZED."""
+    return isinstance(module, torch.nn.Linear) and not any(
+        name == skipped or name.startswith(skipped + ".") for skipped in NOT_QUANTIZED)
+
+
+def finish_quantization(model: GeoVLM, method: str) -> None:
+    """What a `--quantize` method does after `from_pretrained` (whose `quantization_config` did the int8
+    layers): the bf16 weights. int8 stores the two vocabulary tables in bf16 (token embedding and output head,
+    151,936 rows each, tied in Qwen2.5: a quarter of the real model's fp32 bytes): torchao's int8 embedding
+    dequantizes the whole table on every lookup (0.6-0.7 s per decoding step at real size on a 2-core EPYC,
+    against 0.004 ms in fp32) and its int8 head ran 7-8x slower than fp32's, while a bf16 head's
+    matrix-vector product ran 2.2x faster (`bench/cpu_kernels.py`, docs/BENCHMARKS.md). bf16 stores the
+    weights of the same linear layers as int8 does, the head's and the token embedding in bf16, the rest
+    (projector, norms, biases, the tower's patch and position embeddings) as loaded."""
+    check_quantize_method(method)
+    embedding = model.get_input_embeddings()
     compute_dtype = embedding.weight.dtype
     if compute_dtype == torch.bfloat16:
-        return  # a bf16 model (--dtype bf16 --quantize int8), or this ran before
-    for table in {embedding, head}:
-        table.to(torch.bfloat16)  # a tied head shares the embedding's Parameter, and stays tied
+        return  # a bf16 model (--dtype bf16 with --quantize), or this ran before
+    with torch.no_grad():
+        embedding.weight.data = embedding.weight.data.to(torch.bfloat16)  # a tied head shares this Parameter
     embedding.register_forward_hook(_output_cast_to(compute_dtype))
-    head.register_forward_pre_hook(_input_cast_to(torch.bfloat16))
-    head.register_forward_hook(_output_cast_to(compute_dtype))
+    head = model.get_output_embeddings()
+    for name, module in model.named_modules():
+        if type(module) is torch.nn.Linear and (module is head or method == "bf16" and quantized_linear(module, name)):
+            with torch.no_grad():
+                module.weight.data = module.weight.data.to(torch.bfloat16)
+            module.__class__ = Bf16WeightLinear  # in place: its Parameters, tie and hooks stay as they are
+
+
+# A matrix product with at most this many rows (a decoding step of up to 4 sequences) multiplies bf16 weights
+# as they are; one with more (a prompt, a larger batch) widens them to the activations' dtype first. Without
+# bf16 units a bf16 product of one or two rows ran about 2x faster than fp32's (half the bytes to read), of
+# 8 rows about 2x slower, of a 171-token prompt 7x slower (bench/cpu_kernels.py).
+BF16_PRODUCT_MAX_ROWS = 4
+
+
+class Bf16WeightLinear(torch.nn.Linear):
+    """A linear layer whose weight is stored in bf16 in a model that computes in another dtype (fp32): see
+    BF16_PRODUCT_MAX_ROWS for how it multiplies. The output has the input's dtype; the bias keeps its own."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == self.weight.dtype:
+            return super().forward(x)
+        rows = x.numel() // x.shape[-1]
+        if rows <= BF16_PRODUCT_MAX_ROWS:
+            y = torch.nn.functional.linear(x.to(self.weight.dtype), self.weight).to(x.dtype)
+        else:
+            y = torch.nn.functional.linear(x, self.weight.to(x.dtype))
+        return y if self.bias is None else y + self.bias.to(x.dtype)
 
 
 def _output_cast_to(dtype: torch.dtype) -> Any:
     def hook(module: torch.nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
         return output.to(dtype)
-    return hook
-
-
-def _input_cast_to(dtype: torch.dtype) -> Any:
-    def hook(module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        return (args[0].to(dtype), *args[1:])
     return hook

@@ -22,9 +22,10 @@ from geovlm.bench.inference import question_of_length, shared_model, synth_probl
 # ---------------------------------------------------------------------- fp32 / bf16 / int8
 def precision(settings: Settings) -> dict[str, Any]:
     """Tokens/s of `GeoVLM.generate` (batch 1, greedy, exactly `precision_new_tokens` tokens) with fp32
-    weights, bf16 weights and int8 weights (`--quantize int8`: torchao's int8 weight-only quantization of the
-    linear layers, the config it passes to `from_pretrained`, and bf16 vocabulary tables), the three alive
-    together and their runs alternated; each variant's greedy tokens and first-step logits against fp32's."""
+    weights (`--dtype bf16`: the whole model in bf16), int8 weights (`--quantize int8`: torchao's int8
+    weight-only quantization of the linear layers, the config it passes to `from_pretrained`, and bf16
+    vocabulary tables) and bf16 weights computing in fp32 (`--quantize bf16`), alive together and their runs
+    alternated; each variant's greedy tokens and first-step logits against fp32's."""
     from geovlm.precision import cpu_flags, quantization_config, quantize_in_place
     from geovlm.processing.conversation import question_messages
     from geovlm.serve.chat import prepare_image, prompt_batch
@@ -38,6 +39,8 @@ def precision(settings: Settings) -> dict[str, Any]:
     variants: dict[str, Any] = {"fp32": model}
     skipped: dict[str, str] = {}
     variants["bf16"] = copy.deepcopy(model).to(torch.bfloat16)
+    variants["bf16 weights"] = copy.deepcopy(model)
+    quantize_in_place(variants["bf16 weights"], "bf16")
     try:
         quantization_config("int8")
         int8 = copy.deepcopy(model)

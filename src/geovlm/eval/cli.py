@@ -163,7 +163,8 @@ def run_eval(args: argparse.Namespace) -> int:
             check_writable(args.json, "--json")
     except (ValueError, OSError) as err:
         raise one_line(err) from err
-    model, processor = load_model_or_fail(args.model, args.device, args.dtype, args.quantize)
+    model, processor = load_model_or_fail(args.model, args.device, args.dtype, args.quantize,
+                                          sequences=args.batch_size)
     try:
         result = evaluate(model, processor, args.questions, args.answers, args.images, args.out, **options,
                           overwrite=args.overwrite, model_id=model_fingerprint(args.model))

@@ -8,6 +8,8 @@ import os
 import sys
 from typing import Any
 
+from geovlm.constants import QUANTIZE_METHODS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     quiet_optional_imports()  # before any command imports transformers (and with it torchao)
@@ -56,9 +58,10 @@ def add_precision_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
                         help="weights' dtype (default: bf16 on a CUDA GPU, or on a CPU with bf16 units: avx512_bf16 "
                         "or amx_bf16; else as saved, i.e. fp32; GEOVLM_CPU_DTYPE=fp32 fixes the CPU's)")
-    parser.add_argument("--quantize", choices=("int8",),
-                        help="int8 linear layers (torchao through transformers' quantization_config), bf16 vocabulary "
-                             "tables: 0.32x fp32's weight memory")
+    parser.add_argument("--quantize", choices=QUANTIZE_METHODS,
+                        help="weights in int8 (torchao through transformers' quantization_config; vocabulary tables "
+                             "in bf16): 0.32x fp32's memory; or in bf16, computing in fp32: 0.50x, and on a CPU "
+                             "without bf16 units the fastest for up to 4 sequences at a time")
 
 
 def looks_like_hub_id(name: str) -> bool:
@@ -100,10 +103,11 @@ def quiet_optional_imports() -> None:
 
 
 def load_model_or_fail(name: str, device: str | None = None, dtype: str | None = None,
-                       quantize: str | None = None) -> tuple[Any, Any]:
+                       quantize: str | None = None, sequences: int = 1) -> tuple[Any, Any]:
     """Load a model for inference, turning the usual failures into one-line CLI errors. `dtype` ("fp32",
-    "bf16", "fp16"; None: `default_inference_dtype`) and `quantize` ("int8") as the `--dtype` and
-    `--quantize` options give them; on a CPU where they are slower than fp32 one line on stderr says so."""
+    "bf16", "fp16") and `quantize` ("int8", "bf16") as the `--dtype` and `--quantize` options give them;
+    neither given: `default_inference_dtype` and `default_quantize` for `sequences` generated at once. On a
+    CPU where the choice is slower than fp32 one line on stderr says so."""
     from geovlm.errors import CLIError
 
     check_device(device)
@@ -114,7 +118,12 @@ def load_model_or_fail(name: str, device: str | None = None, dtype: str | None =
     from transformers.utils import logging as hf_logging
 
     from geovlm.loading import load_pretrained
-    from geovlm.precision import inference_dtype, quantization_config, reduced_precision_note
+    from geovlm.precision import (
+        default_quantize,
+        inference_dtype,
+        quantization_config,
+        reduced_precision_note,
+    )
 
     hf_logging.disable_progress_bar()  # keep the terminal for the answer
 
@@ -123,12 +132,14 @@ def load_model_or_fail(name: str, device: str | None = None, dtype: str | None =
         torch_dtype = inference_dtype(dtype, device)
     except ValueError as err:  # a bad GEOVLM_CPU_DTYPE
         raise CLIError(str(err)) from err
+    if dtype is None and quantize is None:
+        quantize = default_quantize(device, sequences)
     if quantize is not None:
         try:
             quantization_config(quantize)
         except ValueError as err:
             raise CLIError(str(err)) from err
-    note = reduced_precision_note(torch_dtype, quantize, device)
+    note = reduced_precision_note(torch_dtype, quantize, device, sequences)
     if note:
         print(f"note: {note}", file=sys.stderr)
     from huggingface_hub.errors import StrictDataclassError
@@ -159,7 +170,7 @@ def run_ask(args: argparse.Namespace) -> int:
     from geovlm.serve.chat import BadQuestion, ContextTooLong, chat, prepare_image
 
     check_generation_options(args)
-    model, processor = load_model_or_fail(args.model, args.device, args.dtype, args.quantize)
+    model, processor = load_model_or_fail(args.model, args.device, args.dtype, args.quantize, sequences=1)
     source: Any = sys.stdin.buffer.read() if args.image == "-" else args.image
     try:
         image = prepare_image(source)
@@ -244,7 +255,8 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1") and args.api_key is None:
         print(f"warning: serving on {args.host} without --api-key: anyone who reaches this port can use the model",
               file=sys.stderr)
-    model, processor = load_model_or_fail(args.model, args.device, args.dtype, args.quantize)
+    model, processor = load_model_or_fail(args.model, args.device, args.dtype, args.quantize,
+                                          sequences=args.max_batch)
     settings = ServeSettings(
         model_name=args.model_name or os.path.basename(os.path.normpath(args.model)), api_key=args.api_key,
         max_body_bytes=int(args.max_body_mb * 2**20), max_tokens_limit=args.max_tokens_limit,

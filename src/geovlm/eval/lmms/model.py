@@ -60,7 +60,8 @@ def parse_batch_size(value: Any) -> int:
 
 def inference_dtype(dtype: str | None, device: torch.device) -> torch.dtype | None:
     """`auto` (the default) chooses as `geovlm eval` does (`default_inference_dtype`: bf16 on a CUDA device
-    or CPU that runs it natively, else the folder's own dtype); or a named dtype."""
+    or CPU that runs it natively, else the folder's own dtype, with `default_quantize`'s weights); or a named
+    dtype."""
     if dtype in (None, "", "auto"):
         from geovlm.precision import default_inference_dtype
 
@@ -147,7 +148,13 @@ class GeoVLMLmms(lmms):
         self._world_size = accelerator.num_processes
         self._device = target
         self.pretrained = pretrained
-        self.model, self.processor = load_pretrained(pretrained, dtype=inference_dtype(dtype, target), device=target)
+        quantize = None
+        if dtype in (None, "", "auto"):  # chosen as `geovlm eval` chooses for its batch size
+            from geovlm.precision import default_quantize
+
+            quantize = default_quantize(target, self.batch_size_per_device)
+        self.model, self.processor = load_pretrained(pretrained, dtype=inference_dtype(dtype, target), device=target,
+                                                     quantize=quantize)
         self._warned: set[str] = set()
 
     @classmethod
