@@ -5,7 +5,9 @@ and int8, at the batch sizes generation meets (1 token per step when decoding al
 
     python bench/cpu_kernels.py --json bench/results/cpu-kernels.json
 
-Rows: embedding lookup of one token; head (`F.linear`) at M rows; each Qwen2.5-0.5B linear shape at M rows.
+Rows: embedding lookup of one token; head (`F.linear`) at M rows; each Qwen2.5-0.5B linear shape at M rows
+(one weight, which may stay in the cache); the same shapes with 24 weights in turn ("24 x", from memory,
+as in a decoding step), fp32 against bf16.
 Variants: fp32; bf16 (weights and input in bf16); torchao 0.18 int8 weight-only (`Int8WeightOnlyConfig`,
 per row; and `IntxWeightOnlyConfig` int8 per row, torchao's embedding recipe); PyTorch's own
 `aten._weight_int8pack_mm` (int8 weights, no dequantized copy) and `aten._weight_int4pack_mm_for_cpu` (int4
@@ -105,6 +107,23 @@ def linear_rows(reps: int) -> list[dict[str, Any]]:
     return rows
 
 
+def rotated_rows(reps: int) -> list[dict[str, Any]]:
+    """fp32 against bf16 (the `--quantize bf16` rule) with weights that come from memory, as in a decoding step:
+    24 different weights of each shape (one per layer) multiplied in turn; ms per product."""
+    F = torch.nn.functional
+    rows = []
+    for fan_in, fan_out in LINEAR_SHAPES[:3]:
+        weights = [torch.randn(fan_out, fan_in) * 0.02 for _ in range(24)]
+        halves = [w.to(torch.bfloat16) for w in weights]
+        for m in (1, 2, 4, 8, 16):
+            x = torch.randn(m, fan_in)
+            fp32 = milliseconds(reps, lambda a, ws: [F.linear(a, w) for w in ws], x, weights) / 24
+            bf16 = milliseconds(reps, lambda a, ws: [F.linear(a.to(torch.bfloat16), w).float() for w in ws], x,
+                                halves) / 24
+            rows.append({"op": f"24 x {fan_in}->{fan_out}", "m": m, "fp32": fp32, "bf16": bf16})
+    return rows
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     columns = ["fp32", "bf16", "torchao Int8WeightOnly", "torchao IntxWeightOnly", "aten int8pack", "aten int4pack"]
     print(f"{'op':<22}{'M':>5}" + "".join(f"{c:>24}" for c in columns) + "   (ms; x = fp32 / variant)")
@@ -126,7 +145,7 @@ def main() -> int:
 
     torch.manual_seed(0)
     with torch.inference_mode():
-        rows = vocabulary_rows(args.reps) + linear_rows(args.reps)
+        rows = vocabulary_rows(args.reps) + linear_rows(args.reps) + rotated_rows(args.reps)
     print(f"CPU flags: {' '.join(cpu_flags()) or 'none'}; torch {torch.__version__}; {torch.get_num_threads()} threads")
     print_table(rows)
     if args.json is not None:

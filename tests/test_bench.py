@@ -46,6 +46,7 @@ def test_seed_forward_equals_geovlm_forward(seq_pair):
     torch.testing.assert_close(seed, ours, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.integration  # builds two models and runs both collators: make test runs it
 def test_seed_batches_shift_labels_and_pad_with_the_pad_id(seq_pair):
     _, processor = seq_pair
     workload = Workload("stage2", processor, population=16)
@@ -171,3 +172,23 @@ def test_weight_bytes_counts_what_is_stored(tiny_pair):
     halved = sum(t.numel() * 2 for t in tables)
     scales = weight_bytes(int8) - (plain - 3 * weights - halved)  # what the scales (and any zero points) add
     assert 0 < scales <= 8 * rows
+
+
+@pytest.mark.integration
+def test_the_precision_section_compares_every_weight_format(tmp_path, capsys):
+    """`geovlm bench --quick --sections precision`: fp32, bf16, bf16 weights and int8 side by side, each with
+    its prompt/decoding-step split, its greedy tokens and logits against fp32's, and its weight memory."""
+    pytest.importorskip("torchao")
+    from geovlm.cli import main as cli_main
+
+    out = tmp_path / "precision.json"
+    assert cli_main(["bench", "--quick", "--sections", "precision", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["precision"]["rows"]
+    assert list(rows) == ["fp32", "bf16", "bf16 weights", "int8"]
+    assert rows["fp32"]["greedy_equal_to_fp32"] and rows["fp32"]["max_abs_logit_diff"] == 0
+    for name, row in rows.items():
+        assert 0 < row["prompt_seconds"] < row["seconds"] and row["step_ms"] > 0, name
+        assert row["max_abs_logit_diff"] <= 0.05 * row["logit_scale"], name
+    # the tiny model is mostly its vocabulary tables, which every reduced format stores in 16 bits or fewer
+    assert all(rows[name]["memory_vs_fp32"] <= 0.55 for name in ("bf16", "bf16 weights", "int8"))
+    assert "step ms" in capsys.readouterr().out

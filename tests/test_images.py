@@ -491,6 +491,7 @@ def test_property_random_bytes(fuzz_dir: Path, blob: bytes) -> None:
     _check_outcome(path)
 
 
+@pytest.mark.integration  # a hypothesis search (seconds): make test runs it
 @FUZZ
 @given(data=st.data())
 def test_property_random_valid_images_load(fuzz_dir: Path, data: st.DataObject) -> None:

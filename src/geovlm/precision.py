@@ -158,8 +158,8 @@ def finish_quantization(model: GeoVLM, method: str) -> None:
     layers): the bf16 weights. int8 stores the two vocabulary tables in bf16 (token embedding and output head,
     151,936 rows each, tied in Qwen2.5: a quarter of the real model's fp32 bytes): torchao's int8 embedding
     dequantizes the whole table on every lookup (0.6-0.7 s per decoding step at real size on a 2-core EPYC,
-    against 0.004 ms in fp32) and its int8 head ran 7-8x slower than fp32's, while a bf16 head's
-    matrix-vector product ran 2.2x faster (`bench/cpu_kernels.py`, docs/BENCHMARKS.md). bf16 stores the
+    against 0.01 ms in fp32) and its int8 head ran 6-8x slower than fp32's, while a bf16 head's
+    matrix-vector product ran 2.2-2.7x faster (`bench/cpu_kernels.py`, docs/BENCHMARKS.md). bf16 stores the
     weights of the same linear layers as int8 does, the head's and the token embedding in bf16, the rest
     (projector, norms, biases, the tower's patch and position embeddings) as loaded."""
     check_quantize_method(method)
@@ -180,8 +180,9 @@ def finish_quantization(model: GeoVLM, method: str) -> None:
 
 # A matrix product with at most this many rows (a decoding step of up to 4 sequences) multiplies bf16 weights
 # as they are; one with more (a prompt, a larger batch) widens them to the activations' dtype first. Without
-# bf16 units a bf16 product of one or two rows ran about 2x faster than fp32's (half the bytes to read), of
-# 8 rows about 2x slower, of a 171-token prompt 7x slower (bench/cpu_kernels.py).
+# bf16 units, with weights read from memory as in a decoding step, a bf16 product ran 1.6-3.3x faster than
+# fp32's at one or two rows (half the bytes to read), 1.1-1.8x at four, 0.6-1.0x at eight, and 7x slower at a
+# 171-token prompt (bench/cpu_kernels.py).
 BF16_PRODUCT_MAX_ROWS = 4
 
 

@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage2-batch", type=int)
     parser.add_argument("--gen-new-tokens", type=int)
     parser.add_argument("--seed-gen-reps", type=int, help="timed runs of the (slow) seed generation loop")
+    parser.add_argument("--precision-reps", type=int, help="timed runs of each precision (section precision)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the vision tower and LM body")
     parser.add_argument("--fused-ce", action="store_true",
                         help="add a GeoVLM variant with Liger's fused linear cross-entropy (if installed)")

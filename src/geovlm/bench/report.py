@@ -188,12 +188,14 @@ def _target_lines(targets: dict[str, Any]) -> list[str]:
 def _precision_lines(p: dict[str, Any]) -> list[str]:
     lines = [f"generation by weight precision (batch 1, {p['prompt_tokens']} prompt tokens, {p['new_tokens']} new, "
              f"greedy, {p['preset']} sizes; CPU flags: {' '.join(p['cpu_flags']) or '-'})",
-             f"{'weights':<13}{'tokens/s':>10}{'x fp32':>8}{'greedy = fp32':>15}{'max |dlogit|':>14}{'others':>8}"
-             f"{'weights MiB':>13}{'x fp32':>8}"]
+             f"{'weights':<13}{'tokens/s':>10}{'x fp32':>8}{'prompt s':>10}{'step ms':>9}{'greedy = fp32':>15}"
+             f"{'max |dlogit|':>14}{'others':>8}{'weights MiB':>13}{'x fp32':>8}"]
     for name, row in p["rows"].items():
         memory = (f"{row['weight_bytes'] / 2**20:>13.0f}{row['memory_vs_fp32']:>8.2f}" if "weight_bytes" in row
                   else "")  # results stored before the memory columns
-        lines.append(f"{name:<13}{row['tokens_per_s']:>10.2f}{row['vs_fp32']:>8.2f}"
+        split = (f"{row['prompt_seconds']:>10.2f}{row['step_ms']:>9.0f}" if "step_ms" in row
+                 else f"{'-':>10}{'-':>9}")  # results stored before the split
+        lines.append(f"{name:<13}{row['tokens_per_s']:>10.2f}{row['vs_fp32']:>8.2f}{split}"
                      f"{str(row['greedy_equal_to_fp32']):>15}{row['max_abs_logit_diff']:>14.3f}"
                      f"{_cores(row['others_cores']):>8}{memory}")  # fmt: skip
     lines += [f"  {name}: skipped ({why})" for name, why in p.get("skipped", {}).items()]

@@ -25,7 +25,7 @@ INFERENCE_JOBS = (("generation", "generation"), ("eval", "evaluation"), ("precis
 
 # Options that, given, replace the defaults of the same name in `Settings`.
 _OVERRIDES = ("dtype", "preset", "reps", "stage2_reps", "warmup", "stage1_batch", "stage2_batch", "gen_new_tokens",
-              "seed_gen_reps")
+              "seed_gen_reps", "precision_reps")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

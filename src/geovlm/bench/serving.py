@@ -62,6 +62,7 @@ def precision(settings: Settings) -> dict[str, Any]:
     for m in variants.values():
         run(m, min(4, n))  # warm-up
     times: dict[str, list[float]] = {name: [] for name in variants}
+    prompt_times: dict[str, list[float]] = {name: [] for name in variants}  # the prompt and one new token
     others: dict[str, list[Any]] = {name: [] for name in variants}
     outputs: dict[str, torch.Tensor] = {}
     order = list(variants)
@@ -69,6 +70,7 @@ def precision(settings: Settings) -> dict[str, Any]:
         for name in order if r % 2 == 0 else order[::-1]:
             with CpuLoad() as load:
                 seconds, outputs[name] = timed(lambda m=variants[name]: run(m, n), settings.device)
+            prompt_times[name].append(timed(lambda m=variants[name]: run(m, 1), settings.device)[0])
             times[name].append(seconds)
             others[name].append(load.others_cores)
             log(f"precision {name}: rep {r + 1}/{settings.precision_reps} {seconds:.2f} s")
@@ -80,6 +82,8 @@ def precision(settings: Settings) -> dict[str, Any]:
         rows[name] = {
             "seconds": median(times[name]), "times": times[name], "others_cores": others[name],
             "tokens_per_s": n / median(times[name]),
+            "prompt_seconds": median(prompt_times[name]),
+            "step_ms": 1000 * (median(times[name]) - median(prompt_times[name])) / max(n - 1, 1),
             "greedy_equal_to_fp32": bool(torch.equal(ids, fp32_ids)),
             "first_divergence": int(diff[0, 0]) if len(diff) else None,
             "max_abs_logit_diff": float((logits[name] - logits["fp32"]).abs().max()),
