@@ -56,8 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_precision_arguments(parser: argparse.ArgumentParser) -> None:
     """`--dtype` and `--quantize`, shared by ask, eval and serve."""
     parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
-                        help="weights' dtype (default: bf16 on a CUDA GPU, or on a CPU with bf16 units: avx512_bf16 "
-                        "or amx_bf16; else as saved, i.e. fp32; GEOVLM_CPU_DTYPE=fp32 fixes the CPU's)")
+                        help="the model's dtype (default: bf16 on a CUDA GPU, or on a CPU with bf16 units: "
+                        "avx512_bf16 or amx_bf16; else as saved, i.e. fp32, with --quantize bf16's weights when up "
+                        "to 4 sequences are generated at once; GEOVLM_CPU_DTYPE=fp32 fixes the CPU's)")
     parser.add_argument("--quantize", choices=QUANTIZE_METHODS,
                         help="weights in int8 (torchao through transformers' quantization_config; vocabulary tables "
                              "in bf16): 0.32x fp32's memory; or in bf16, computing in fp32: 0.50x, and on a CPU "
