@@ -140,6 +140,27 @@ def test_a_bf16_weight_layer_multiplies_as_its_rule_says():
     assert torch.equal(layer(half), F.linear(half, weight, layer.bias))
 
 
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_widening_into_a_reused_buffer_changes_nothing(mode):
+    """Without autograd, products of many rows widen the weight into a buffer kept per thread: outputs equal
+    widening into a fresh tensor, layer after layer of different sizes, and no output aliases the buffer."""
+    torch.manual_seed(1)
+    F = torch.nn.functional
+    layers = []
+    for fan_in, fan_out in [(64, 48), (48, 200), (200, 16), (64, 48)]:
+        layer = torch.nn.Linear(fan_in, fan_out)
+        with torch.no_grad():
+            layer.weight.data = layer.weight.data.to(torch.bfloat16)
+        layer.__class__ = Bf16WeightLinear
+        layers.append(layer)
+    inputs = [torch.randn(3, BF16_PRODUCT_MAX_ROWS + 2, layer.in_features) for layer in layers]
+    expected = [F.linear(x, layer.weight.float()) + layer.bias for layer, x in zip(layers, inputs, strict=True)]
+    with mode():
+        outputs = [layer(x) for layer, x in zip(layers, inputs, strict=True)]
+    for out, want in zip(outputs, expected, strict=True):
+        assert torch.equal(out, want)
+
+
 @pytest.mark.parametrize(("flags", "fixed", "sequences", "expected"), [
     (["avx2"], "", 1, "bf16"),  # no bf16 units: bf16 weights for one sequence (1.6x fp32's tokens/s)
     (["avx2"], "", BF16_PRODUCT_MAX_ROWS, "bf16"),

@@ -4,6 +4,7 @@ that decide what is fast, the CPU default, and the weight formats applied to a l
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import torch
@@ -197,8 +198,28 @@ class Bf16WeightLinear(torch.nn.Linear):
         if rows <= BF16_PRODUCT_MAX_ROWS:
             y = torch.nn.functional.linear(x.to(self.weight.dtype), self.weight).to(x.dtype)
         else:
-            y = torch.nn.functional.linear(x, self.weight.to(x.dtype))
+            y = torch.nn.functional.linear(x, _widened(self.weight, x.dtype))
         return y if self.bias is None else y + self.bias.to(x.dtype)
+
+
+# Widening into a fresh tensor costs a new allocation per product, whose pages the system then supplies one
+# fault at a time (a real-size prompt took 17% longer than fp32's so, 3-6% longer with the buffer:
+# docs/BENCHMARKS.md); a buffer kept per thread and dtype is written over instead. Only without autograd (which would keep the buffer for the backward)
+# and for layer-sized weights (the 544 MB head widens as before, on the rare paths that widen it at all).
+_WIDEN_BUFFER_MAX_ELEMENTS = 16 * 2**20
+_widen_buffers = threading.local()
+
+
+def _widened(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`weight.to(dtype)`, written into a reused buffer where that is safe."""
+    if torch.is_grad_enabled() or weight.numel() > _WIDEN_BUFFER_MAX_ELEMENTS:
+        return weight.to(dtype)
+    key = (dtype, weight.device, torch.is_inference_mode_enabled())  # inference tensors are written only there
+    buffers = _widen_buffers.__dict__.setdefault("by_key", {})
+    buffer = buffers.get(key)
+    if buffer is None or buffer.numel() < weight.numel():
+        buffer = buffers[key] = torch.empty(max(weight.numel(), 2**20), dtype=dtype, device=weight.device)
+    return buffer[: weight.numel()].view(weight.shape).copy_(weight)
 
 
 def _output_cast_to(dtype: torch.dtype) -> Any:
