@@ -129,7 +129,7 @@ def quantization_config(method: str) -> Any:
         from torchao.quantization import Int8WeightOnlyConfig
         from transformers import TorchAoConfig
     except ImportError as err:
-        raise ValueError(f"--quantize {method} needs torchao: pip install -e '.[serve]' ({err})") from None
+        raise ValueError(f"--quantize {method} needs torchao: pip install -e '.[int8]' ({err})") from None
     return TorchAoConfig(Int8WeightOnlyConfig(), modules_to_not_convert=list(NOT_QUANTIZED))
 
 
