@@ -12,7 +12,12 @@ from PIL import Image, ImageDraw
 
 from geovlm.cli import main as cli_main
 from geovlm.loading import load_pretrained
-from geovlm.precision import BF16_PRODUCT_MAX_ROWS, Bf16WeightLinear, quantization_config
+from geovlm.precision import (
+    BF16_PRODUCT_MAX_ROWS,
+    Bf16WeightLinear,
+    quantization_config,
+    store_weight_in_bf16,
+)
 from geovlm.processing.conversation import question_messages
 from geovlm.serve.chat import chat, prompt_batch
 
@@ -119,9 +124,7 @@ def test_a_bf16_weight_layer_multiplies_as_its_rule_says():
     dtype either way, and a bf16 input multiplied as a plain bf16 layer would."""
     torch.manual_seed(0)
     layer = torch.nn.Linear(64, 48)
-    with torch.no_grad():
-        layer.weight.data = layer.weight.data.to(torch.bfloat16)
-    layer.__class__ = Bf16WeightLinear
+    store_weight_in_bf16(layer)
     weight, bias = layer.weight, layer.bias
     F = torch.nn.functional
     for shape in [(1, 64), (1, 1, 64), (2, 2, 64), (BF16_PRODUCT_MAX_ROWS, 64)]:
@@ -149,9 +152,7 @@ def test_widening_into_a_reused_buffer_changes_nothing(mode):
     layers = []
     for fan_in, fan_out in [(64, 48), (48, 200), (200, 16), (64, 48)]:
         layer = torch.nn.Linear(fan_in, fan_out)
-        with torch.no_grad():
-            layer.weight.data = layer.weight.data.to(torch.bfloat16)
-        layer.__class__ = Bf16WeightLinear
+        store_weight_in_bf16(layer)
         layers.append(layer)
     inputs = [torch.randn(3, BF16_PRODUCT_MAX_ROWS + 2, layer.in_features) for layer in layers]
     expected = [F.linear(x, layer.weight.float()) + layer.bias for layer, x in zip(layers, inputs, strict=True)]

@@ -30,27 +30,34 @@ def default_inference_dtype(device: str | torch.device) -> torch.dtype | None:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     if device.type != "cpu":
         return None
-    fixed = os.environ.get(CPU_DTYPE_VARIABLE, "").strip()
+    fixed = fixed_cpu_dtype()
     if fixed:
         if fixed not in DTYPES:
             raise ValueError(f"{CPU_DTYPE_VARIABLE}={fixed!r}: choose one of {', '.join(DTYPES)}")
         return DTYPES[fixed]
-    return torch.bfloat16 if set(BF16_CPU_FLAGS) & set(cpu_flags()) else None
+    return torch.bfloat16 if has_bf16_units() else None
 
 
 def default_quantize(device: str | torch.device, sequences: int) -> str | None:
     """The `--quantize` method used when neither --dtype nor --quantize is named, for `sequences` generated
     at once: on a CPU without bf16 units, bf16 weights computing in fp32 for up to BF16_PRODUCT_MAX_ROWS
-    sequences (1.6x fp32's tokens/s at real size on an AVX2 CPU, the quickstart model's answers kept:
+    sequences (about 1.5x fp32's tokens/s at real size on an AVX2 CPU, the quickstart model's answers kept:
     docs/BENCHMARKS.md); larger batches (eval's 16, serve's 8) are faster with fp32 weights. None elsewhere:
     CUDA and CPUs with bf16 units run bf16 (`default_inference_dtype`), and `GEOVLM_CPU_DTYPE` fixes the
     CPU's choice."""
-    device = torch.device(device)
-    if device.type != "cpu" or os.environ.get(CPU_DTYPE_VARIABLE, "").strip():
-        return None
-    if set(BF16_CPU_FLAGS) & set(cpu_flags()) or sequences > BF16_PRODUCT_MAX_ROWS:
+    if torch.device(device).type != "cpu" or fixed_cpu_dtype() or has_bf16_units() or sequences > BF16_PRODUCT_MAX_ROWS:
         return None
     return "bf16"
+
+
+def fixed_cpu_dtype() -> str:
+    """`GEOVLM_CPU_DTYPE`, the dtype name that fixes the CPU's choice ("" when unset)."""
+    return os.environ.get(CPU_DTYPE_VARIABLE, "").strip()
+
+
+def has_bf16_units(flags: list[str] | None = None) -> bool:
+    """Whether this CPU (or one with these flags) multiplies bf16 natively."""
+    return bool(set(BF16_CPU_FLAGS) & set(cpu_flags() if flags is None else flags))
 
 
 def precision_of(model: torch.nn.Module) -> str:
@@ -91,7 +98,7 @@ def reduced_precision_note(dtype: torch.dtype | None, quantize: str | None, devi
     if torch.device(device).type != "cpu":
         return None
     flags = cpu_flags()
-    bf16_units = bool(set(BF16_CPU_FLAGS) & set(flags))
+    bf16_units = has_bf16_units(flags)
     if dtype == torch.bfloat16 and not bf16_units:
         return ("bf16 on this CPU (no avx512_bf16/amx_bf16) is slower than fp32 (see `geovlm bench`); "
                 "--quantize bf16 keeps bf16 weights and computes in fp32")
@@ -174,9 +181,7 @@ def finish_quantization(model: GeoVLM, method: str) -> None:
     head = model.get_output_embeddings()
     for name, module in model.named_modules():
         if type(module) is torch.nn.Linear and (module is head or method == "bf16" and quantized_linear(module, name)):
-            with torch.no_grad():
-                module.weight.data = module.weight.data.to(torch.bfloat16)
-            module.__class__ = Bf16WeightLinear  # in place: its Parameters, tie and hooks stay as they are
+            store_weight_in_bf16(module)
 
 
 # A matrix product with at most this many rows (a decoding step of up to 4 sequences) multiplies bf16 weights
@@ -202,10 +207,18 @@ class Bf16WeightLinear(torch.nn.Linear):
         return y if self.bias is None else y + self.bias.to(x.dtype)
 
 
+def store_weight_in_bf16(layer: torch.nn.Linear) -> None:
+    """Make `layer` a Bf16WeightLinear in place: its Parameters (a tie included), bias dtype and hooks stay."""
+    with torch.no_grad():
+        layer.weight.data = layer.weight.data.to(torch.bfloat16)
+    layer.__class__ = Bf16WeightLinear
+
+
 # Widening into a fresh tensor costs a new allocation per product, whose pages the system then supplies one
 # fault at a time (a real-size prompt took 17% longer than fp32's so, 3-6% longer with the buffer:
-# docs/BENCHMARKS.md); a buffer kept per thread and dtype is written over instead. Only without autograd (which would keep the buffer for the backward)
-# and for layer-sized weights (the 544 MB head widens as before, on the rare paths that widen it at all).
+# docs/BENCHMARKS.md); a buffer kept per thread and dtype is written over instead. Only without autograd
+# (which would keep the buffer for the backward) and for layer-sized weights (the 544 MB head widens as
+# before, on the rare paths that widen it at all).
 _WIDEN_BUFFER_MAX_ELEMENTS = 16 * 2**20
 _widen_buffers = threading.local()
 
